@@ -1,0 +1,120 @@
+"""Driving the masks from a schedule: `PruningStep` (any training loop) and `GradualPruningCallback` (fit).
+
+The step always comes from `optimizer.iterations`, never from a private counter: a resumed run (checkpoint
+restored, optimizer included) continues at the right point of the schedule, and layers called several times
+per step do not advance it (tfmot counts per layer call and drifts).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfprune.criteria import global_keep_masks, keep_mask
+from tfprune.layers import PrunableDense, prunable_layers
+from tfprune.schedules import Schedule
+from tfprune.strip import tensor_label
+
+
+class PruningStep:
+    """Updates the masks of `layers` when `schedule` says so. Call `update(step)` once per step, before the
+    step's forward pass: in a custom loop, `pruner.update(int(optimizer.iterations))`."""
+
+    def __init__(self, layers: list[PrunableDense], schedule: Schedule, global_ranking: bool = False):
+        if not layers:
+            raise ValueError("no PrunableDense layers to prune: wrap some Dense layers first")
+        self.layers, self.schedule, self.global_ranking = list(layers), schedule, global_ranking
+        self.last_update_step = None
+        self._count = None
+        self._install = None
+
+    def update(self, step: int) -> bool:
+        """Recompute the masks if the schedule updates at `step`; True when it did."""
+        if not self.schedule.should_update(step) or step == self.last_update_step:
+            return False
+        sparsity = self.schedule.sparsity_at(step)
+        kernels = [layer.kernel.numpy() for layer in self.layers]
+        if self.global_ranking:
+            masks = global_keep_masks(kernels, sparsity, self.layers[0].pattern)
+        else:
+            masks = [keep_mask(k, sparsity, layer.pattern) for k, layer in zip(kernels, self.layers)]
+        if self._install is None:  # all layers in one graph call: this runs every few steps
+            self._install = tf.function(self._install_masks, reduce_retracing=True)
+        self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
+        self.last_update_step = step
+        return True
+
+    def _install_masks(self, masks, sparsity):
+        for layer, mask in zip(self.layers, masks):
+            layer._install_mask(mask, sparsity)
+
+    def nonzero_counts(self) -> np.ndarray:
+        """Non-zero count of every pruned kernel (what the optimizer actually left), in one graph call."""
+        if self._count is None:
+            kernels = [layer.kernel for layer in self.layers]
+            self._count = tf.function(lambda: tf.stack([tf.math.count_nonzero(k) for k in kernels]))
+        return self._count().numpy()
+
+    def nonzero_pct(self) -> tuple[dict[str, float], float]:
+        """(% non-zero per tensor label, % non-zero over all pruned tensors)."""
+        counts = self.nonzero_counts()
+        sizes = np.array([int(np.prod(layer.kernel.shape)) for layer in self.layers])
+        per_tensor = {tensor_label(layer): 100.0 * c / n for layer, c, n in zip(self.layers, counts, sizes)}
+        return per_tensor, 100.0 * counts.sum() / sizes.sum()
+
+
+class GradualPruningCallback(keras.callbacks.Callback):
+    """Prunes every PrunableDense in the model on `schedule` during `fit`, and logs sparsity to TensorBoard.
+
+    Scalars, at the optimizer's step: `pruning/target_sparsity`, `pruning/nonzero_pct/<tensor>` for every
+    pruned tensor and `pruning/nonzero_pct/all` over all of them. They are written at every mask update and
+    every `log_every` steps (0: only at updates), plus at the end of each epoch.
+    """
+
+    def __init__(self, schedule: Schedule, log_dir: str | None = None, global_ranking: bool = False,
+                 log_every: int = 0, layers: list[PrunableDense] | None = None):
+        super().__init__()
+        self._supports_tf_logs = True  # otherwise Keras copies the logs to numpy at every batch (a sync)
+        self.schedule, self.log_dir, self.global_ranking = schedule, log_dir, global_ranking
+        self.log_every, self._layers = log_every, layers
+        self.pruner: PruningStep | None = None
+        self._writer = None
+        self.history: list[dict] = []  # one row per logged step: step, target, nonzero per tensor
+
+    def on_train_begin(self, logs=None):
+        layers = self._layers if self._layers is not None else prunable_layers(self.model)
+        self.pruner = PruningStep(layers, self.schedule, self.global_ranking)
+        if self.log_dir and self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._step()
+        updated = self.pruner.update(step)
+        if updated or (self.log_every and step % self.log_every == 0):
+            self.log(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.log(self._step())
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def log(self, step: int) -> None:
+        """Record (and write to TensorBoard, if a log_dir was given) the sparsity at `step`."""
+        per_tensor, overall = self.pruner.nonzero_pct()
+        target = self.schedule.sparsity_at(step)
+        if self.history and self.history[-1]["step"] == step:
+            self.history.pop()
+        self.history.append({"step": step, "target_sparsity": target, "nonzero_pct_all": overall,
+                             "nonzero_pct": per_tensor})
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=step):
+            tf.summary.scalar("pruning/target_sparsity", target)
+            tf.summary.scalar("pruning/nonzero_pct/all", overall)
+            for label, value in per_tensor.items():
+                tf.summary.scalar(f"pruning/nonzero_pct/{label}", value)

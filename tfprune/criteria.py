@@ -1,0 +1,227 @@
+"""Pruning criteria: pure functions from kernels and a target sparsity to 0/1 masks.
+
+Every pattern is expressed the same way: each kernel element belongs to one *group* (itself, its output
+column, its input row, its b x b block); a group's score is the L2 norm of its elements; the lowest-scoring
+groups are pruned until the number of pruned elements is the one closest to `sparsity * size`. That single
+selection rule makes the counts exact to the element for every pattern and lets a global ranking across
+layers reuse it unchanged. N:M is the exception (its groups are capped per M-window) and lives in `nm_keep`.
+
+Kernels are Dense kernels, shape (inputs, outputs): a *unit* (neuron) is an output column, as in the FOR.ai
+pruning challenge; a *row* is everything an input feeds.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PATTERNS = ("unstructured", "unit", "row", "block", "nm")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Which structure is pruned. `block_size` is used by "block", `n` and `m` by "nm"."""
+
+    name: str = "unstructured"
+    block_size: int = 4
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self):
+        if self.name not in PATTERNS:
+            raise ValueError(f"pattern must be one of {list(PATTERNS)}, got {self.name!r}")
+        for arg in ("block_size", "n", "m"):
+            value = getattr(self, arg)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs 1 <= n < m, got n={self.n}, m={self.m}")
+
+    @property
+    def max_sparsity(self) -> float:
+        """N:M cannot prune more than (m - n) / m; the other patterns keep at least one group."""
+        return (self.m - self.n) / self.m if self.name == "nm" else 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "Pattern":
+        return cls(**config)
+
+
+def parse_nm(text: str) -> tuple[int, int]:
+    """'2:4' -> (2, 4), with an error that names the flag's expected form."""
+    try:
+        n, m = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise ValueError(f"nm must look like N:M (e.g. 2:4), got {text!r}") from None
+    Pattern("nm", n=n, m=m)
+    return n, m
+
+
+def _check_kernel(kernel: np.ndarray) -> np.ndarray:
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 2:
+        raise ValueError(f"kernel must be 2-D (inputs, outputs), got shape {kernel.shape}")
+    return kernel
+
+
+def _check_sparsity(sparsity: float) -> None:
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+
+
+def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id of every element, score of every group, element count of every group).
+
+    Scores of partial edge blocks are scaled to a full block's size, so a block is not pruned first merely
+    for being cut short by the kernel's edge.
+    """
+    kernel = _check_kernel(kernel).astype(np.float32, copy=False)
+    rows, cols = kernel.shape
+    if pattern.name == "unstructured":
+        return np.arange(kernel.size).reshape(kernel.shape), np.abs(kernel).ravel(), np.ones(kernel.size, np.int64)
+    if pattern.name == "unit":
+        ids = np.broadcast_to(np.arange(cols), kernel.shape)
+        return ids, np.linalg.norm(kernel, axis=0), np.full(cols, rows, np.int64)
+    if pattern.name == "row":
+        ids = np.broadcast_to(np.arange(rows)[:, None], kernel.shape)
+        return ids, np.linalg.norm(kernel, axis=1), np.full(rows, cols, np.int64)
+    if pattern.name == "block":
+        b = pattern.block_size
+        block_rows, block_cols = -(-rows // b), -(-cols // b)
+        ids = (np.arange(rows) // b)[:, None] * block_cols + (np.arange(cols) // b)[None, :]
+        sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=block_rows * block_cols)
+        sizes = np.bincount(ids.ravel(), minlength=block_rows * block_cols).astype(np.int64)
+        return ids, np.sqrt(sq * (b * b) / sizes), sizes
+    raise ValueError(f"pattern {pattern.name!r} has no group form; use nm_keep")
+
+
+def choose_pruned(scores: np.ndarray, sizes: np.ndarray, target: float) -> np.ndarray:
+    """Boolean per group: prune the lowest scores while that brings the pruned count closer to `target`.
+
+    Ties are broken by group index (stable sort) so the result is deterministic; one group always survives
+    (a fully pruned layer disconnects the network, which tfmot issue #215 hit near 100 %).
+    """
+    order = np.argsort(scores, kind="stable")
+    cumulative = np.concatenate([[0], np.cumsum(sizes[order])])
+    count = int(np.argmin(np.abs(cumulative - target)))
+    count = min(count, len(scores) - 1)
+    pruned = np.zeros(len(scores), bool)
+    pruned[order[:count]] = True
+    return pruned
+
+
+def kth_smallest(values: np.ndarray, k: int) -> float:
+    """The k-th smallest (1-based) of a flat array, exactly, in about two passes over it.
+
+    A sample brackets the answer in a narrow band; elements below the band are only counted and the band
+    alone is partitioned. If the band misses (unlucky sample), a full partition gives the same answer.
+    Zeros are common (weights pruned earlier) and partitioning millions of ties is slow, so they never are.
+    """
+    n = values.size
+    zeros = n - int(np.count_nonzero(values))
+    if k <= zeros:
+        return 0.0
+    if n > 100_000:
+        sample = values[np.random.default_rng(k).integers(0, n, 4096)]
+        low, high = np.quantile(sample, [max(0.0, k / n - 0.03), min(1.0, k / n + 0.03)])
+        low = max(low, np.finfo(values.dtype).tiny)  # zeros are counted below the band, never partitioned
+        below = int(np.count_nonzero(values < low))
+        if below < k:
+            band = values[(values >= low) & (values <= high)]
+            if k - below <= band.size:
+                return float(np.partition(band, k - below - 1)[k - below - 1])
+    return float(np.partition(values[values != 0], k - zeros - 1)[k - zeros - 1])
+
+
+def _unstructured_keep(kernel: np.ndarray, sparsity: float) -> np.ndarray:
+    """Exact magnitude mask without a sort (the callback runs this every few steps on millions of weights):
+    threshold by selection, then ties at the threshold pruned in index order up to the exact count."""
+    flat = np.abs(kernel).ravel()
+    count = min(int(sparsity * flat.size + 0.5), flat.size - 1)
+    if count == 0:
+        return np.ones(kernel.shape, bool)
+    threshold = kth_smallest(flat, count)
+    keep = flat > threshold
+    surplus = flat.size - int(np.count_nonzero(keep)) - count  # weights tied at the threshold beyond count
+    if surplus:
+        keep[np.flatnonzero(flat == threshold)[-surplus:]] = True
+    return keep.reshape(kernel.shape)
+
+
+def nm_keep(kernel: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
+    """N:M along the input axis: in every window of m consecutive inputs of an output, at most m - n are pruned.
+
+    Gradual N:M: the m - n smallest of each window are the candidates, and the globally smallest
+    `sparsity * size` candidates are pruned, so the mask reaches exact N:M at sparsity (m - n) / m.
+    """
+    kernel = _check_kernel(kernel)
+    _check_sparsity(sparsity)
+    rows, cols = kernel.shape
+    if rows % m:
+        raise ValueError(f"N:M needs the kernel's input size divisible by m; got inputs={rows}, m={m}")
+    if sparsity > (m - n) / m + 1e-9:
+        raise ValueError(f"sparsity {sparsity} exceeds what {n}:{m} allows ({(m - n) / m:g})")
+    windows = np.abs(kernel).reshape(rows // m, m, cols)
+    rank = np.argsort(np.argsort(windows, axis=1, kind="stable"), axis=1, kind="stable")
+    candidate = rank < (m - n)
+    count = int(sparsity * kernel.size + 0.5)
+    flat_scores = np.where(candidate, windows, np.inf).ravel()
+    keep = np.ones(flat_scores.size, bool)
+    if count:
+        keep[np.argsort(flat_scores, kind="stable")[:count]] = False
+    return keep.reshape(kernel.shape)
+
+
+def keep_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured") -> np.ndarray:
+    """Boolean mask, True where a weight stays, pruning `kernel` to `sparsity` with `pattern` (layer-wise).
+
+    Boolean because it is a quarter of the bytes to hand to TensorFlow every few steps.
+    """
+    pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
+    kernel = _check_kernel(kernel)
+    _check_sparsity(sparsity)
+    if pattern.name == "nm":
+        return nm_keep(kernel, sparsity, pattern.n, pattern.m)
+    if pattern.name == "unstructured":
+        return _unstructured_keep(kernel, sparsity)
+    ids, scores, sizes = groups(kernel, pattern)
+    return ~choose_pruned(scores, sizes, sparsity * kernel.size)[ids]
+
+
+def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured") -> np.ndarray:
+    """The 0/1 float32 mask that prunes `kernel` to `sparsity` with `pattern` (layer-wise ranking)."""
+    return keep_mask(kernel, sparsity, pattern).astype(np.float32)
+
+
+def global_keep_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured") -> list[np.ndarray]:
+    """One ranking across all kernels: layers with small weights give up more than the average.
+
+    Scores are compared as they are (no per-layer normalisation), which is what global magnitude pruning
+    means; each kernel still keeps at least one group.
+    """
+    pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
+    _check_sparsity(sparsity)
+    if pattern.name == "nm":
+        raise ValueError("global ranking does not apply to the nm pattern (its structure is per window); use layer-wise")
+    parts = [groups(_check_kernel(k), pattern) for k in kernels]
+    scores = np.concatenate([p[1] for p in parts])
+    sizes = np.concatenate([p[2] for p in parts])
+    total = sum(np.asarray(k).size for k in kernels)
+    pruned = choose_pruned(scores, sizes, sparsity * total)
+    masks, offset = [], 0
+    for ids, group_scores, _ in parts:
+        own = pruned[offset:offset + len(group_scores)].copy()
+        offset += len(group_scores)
+        if own.all():  # keep the best group of a layer the ranking would empty
+            own[np.argmax(group_scores)] = False
+        masks.append(~own[ids])
+    return masks
+
+
+def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured") -> list[np.ndarray]:
+    """`global_keep_masks` as 0/1 float32 masks."""
+    return [keep.astype(np.float32) for keep in global_keep_masks(kernels, sparsity, pattern)]
+

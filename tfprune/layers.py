@@ -1,0 +1,154 @@
+"""PrunableDense: a tf-keras Dense wrapper that owns a pruning mask.
+
+The forward pass uses kernel * mask, so pruned weights get no gradient. Optimizers with momentum (Adam's
+first moment) would still move them, so the kernel also carries a constraint that multiplies it by the
+mask after every optimizer step: tf-keras optimizers apply variable constraints inside the train step, so
+this costs no Python per step and every checkpoint holds a kernel exactly as sparse as its mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfprune.criteria import Pattern, keep_mask
+
+
+class _MaskConstraint:
+    """kernel -> kernel * mask, composed with any constraint the kernel already had."""
+
+    def __init__(self, mask: tf.Variable, inner=None):
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, kernel):
+        kernel = self.inner(kernel) if self.inner is not None else kernel
+        return kernel * tf.cast(self.mask, kernel.dtype)
+
+
+def _set_variable_constraint(variable: tf.Variable, constraint) -> None:
+    # A built variable's constraint is read-only in the public API; distributed variables read it from
+    # their primary component, so that is where it is set.
+    target = getattr(variable, "_primary", variable)
+    target._constraint = constraint
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableDense(keras.layers.Wrapper):
+    """Wraps a `Dense` layer (built or not) and prunes its kernel with `pattern`.
+
+    The mask is a non-trainable variable (aggregation MEAN, so it is identical on every replica). It is
+    changed only by `set_mask` / `prune_to`, which the `GradualPruningCallback` calls on its schedule.
+    """
+
+    def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", **kwargs):
+        if not isinstance(layer, keras.layers.Dense):
+            raise ValueError(
+                f"PrunableDense wraps a tf_keras.layers.Dense, got {type(layer).__module__}.{type(layer).__name__}"
+            )
+        kwargs.setdefault("name", f"prunable_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if isinstance(pattern, dict):
+            pattern = Pattern.from_dict(pattern)
+        self.pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
+        self.mask = None
+        self.sparsity = None
+        self._install = None
+        if layer.built:
+            self._create_mask()
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            with tf.name_scope(self.layer.name):
+                self.layer.build(input_shape)
+        if self.mask is None:
+            self._create_mask()
+        super().build(input_shape)
+
+    def _create_mask(self):
+        kernel = self.layer.kernel
+        self.mask = self.add_weight(
+            name="mask", shape=kernel.shape, dtype=kernel.dtype, initializer="ones", trainable=False,
+            aggregation=tf.VariableAggregation.MEAN, synchronization=tf.VariableSynchronization.ON_WRITE,
+        )
+        self.sparsity = self.add_weight(
+            name="target_sparsity", shape=(), dtype=tf.float32, initializer="zeros", trainable=False,
+            aggregation=tf.VariableAggregation.MEAN,
+        )
+        _set_variable_constraint(kernel, _MaskConstraint(self.mask, getattr(kernel, "constraint", None)))
+
+    # HF's layers call sublayers as `self.dense(inputs=hidden_states)`: keep the argument named `inputs`.
+    def call(self, inputs, training=None):
+        dense = self.layer
+        masked = dense.kernel * self.mask
+        if inputs.shape.rank == 2:
+            outputs = tf.matmul(inputs, masked)
+        else:
+            outputs = tf.tensordot(inputs, masked, [[inputs.shape.rank - 1], [0]])
+        if dense.use_bias:
+            outputs = tf.nn.bias_add(outputs, dense.bias)
+        if dense.activation is not None:
+            outputs = dense.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    @property
+    def kernel(self) -> tf.Variable:
+        return self.layer.kernel
+
+    def set_mask(self, mask, sparsity: float | None = None) -> None:
+        """Install a 0/1 mask and zero the pruned weights now (not only after the next optimizer step)."""
+        mask = np.asarray(mask)
+        if mask.shape != tuple(self.mask.shape):
+            raise ValueError(f"mask shape {mask.shape} does not match kernel shape {tuple(self.mask.shape)} of {self.name}")
+        if self._install is None:  # one graph call instead of three eager ones: it runs every few steps
+            self._install = tf.function(self._install_mask, reduce_retracing=True)
+        self._install(tf.constant(mask), tf.constant(float(self.sparsity.numpy() if sparsity is None else sparsity)))
+
+    def _install_mask(self, mask, sparsity):
+        """Graph body: mask (bool or 0/1) into the mask variable, pruned weights zeroed at once."""
+        mask = tf.cast(mask, self.mask.dtype)
+        self.mask.assign(mask)
+        self.kernel.assign(self.kernel * mask)
+        self.sparsity.assign(sparsity)
+
+    def prune_to(self, sparsity: float) -> None:
+        """Layer-wise mask at `sparsity` with this layer's pattern."""
+        self.set_mask(keep_mask(self.kernel.numpy(), sparsity, self.pattern), sparsity)
+
+    def bake(self) -> keras.layers.Dense:
+        """Write kernel * mask into the Dense, give it back its own constraint, and return it (unwrapped)."""
+        self.kernel.assign(self.kernel * tf.cast(self.mask, self.kernel.dtype))
+        constraint = getattr(self.kernel, "_primary", self.kernel)._constraint
+        _set_variable_constraint(self.kernel, getattr(constraint, "inner", None))
+        return self.layer
+
+    def get_config(self):
+        return {**super().get_config(), "pattern": self.pattern.to_dict()}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        return cls(layer, **config)
+
+
+def prunable_layers(model: tf.Module) -> list[PrunableDense]:
+    """Every PrunableDense anywhere under `model`, also inside plain Layers such as HF's TFBertMainLayer
+    (tfmot only looks inside keras.Model instances and misses them). Order is stable: attribute order."""
+    found = [m for m in getattr(model, "submodules", ()) if isinstance(m, PrunableDense)]
+    if isinstance(model, PrunableDense):
+        found.insert(0, model)
+    seen, unique = set(), []
+    for layer in found:
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            unique.append(layer)
+    return unique
+
+
+def reapply_masks(model: tf.Module) -> None:
+    """kernel *= mask for every wrapper: for optimizers that ignore variable constraints."""
+    for layer in prunable_layers(model):
+        layer.kernel.assign(layer.kernel * layer.mask)

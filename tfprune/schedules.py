@@ -1,0 +1,146 @@
+"""Pruning schedules: pure maps from a training step to a target sparsity.
+
+A schedule answers two questions for a step: which sparsity should the masks have (`sparsity_at`) and
+whether the masks are recomputed at that step (`should_update`). Schedules hold no state, so a resumed run
+only needs the step (taken from the optimizer) to continue exactly where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+def _check_sparsity(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def _check_step(name: str, value: int, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PolynomialDecay:
+    """Zhu & Gupta (2017) gradual schedule.
+
+    s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (end - t0)) ** exponent for t0 <= t <= end, updated every
+    `frequency` steps from `begin_step`, and once more at `end_step` so the final sparsity is always reached
+    even when (end - begin) is not a multiple of the frequency. Before t0 nothing is pruned; after `end_step`
+    the masks stay as they are.
+    """
+
+    initial_sparsity: float = 0.0
+    final_sparsity: float = 0.5
+    begin_step: int = 0
+    end_step: int = 1000
+    frequency: int = 100
+    exponent: float = 3.0
+
+    kind = "polynomial_decay"
+
+    def __post_init__(self):
+        _check_sparsity("initial_sparsity", self.initial_sparsity)
+        _check_sparsity("final_sparsity", self.final_sparsity)
+        _check_step("begin_step", self.begin_step)
+        _check_step("end_step", self.end_step)
+        _check_step("frequency", self.frequency, minimum=1)
+        if self.begin_step >= self.end_step:
+            raise ValueError(f"begin_step must be < end_step, got begin_step={self.begin_step}, end_step={self.end_step}")
+        if not isinstance(self.exponent, (int, float)) or isinstance(self.exponent, bool) or self.exponent <= 0:
+            raise ValueError(f"exponent must be a number > 0, got {self.exponent!r}")
+
+    def sparsity_at(self, step: int) -> float:
+        if step < self.begin_step:
+            return 0.0
+        progress = min(1.0, (step - self.begin_step) / (self.end_step - self.begin_step))
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.exponent
+
+    def should_update(self, step: int) -> bool:
+        if step < self.begin_step or step > self.end_step:
+            return False
+        return step == self.end_step or (step - self.begin_step) % self.frequency == 0
+
+
+@dataclass(frozen=True)
+class ConstantSparsity:
+    """One sparsity, re-applied every `frequency` steps from `begin_step` (to `end_step` if given)."""
+
+    sparsity: float = 0.5
+    begin_step: int = 0
+    end_step: int | None = None
+    frequency: int = 100
+
+    kind = "constant"
+
+    def __post_init__(self):
+        _check_sparsity("sparsity", self.sparsity)
+        _check_step("begin_step", self.begin_step)
+        _check_step("frequency", self.frequency, minimum=1)
+        if self.end_step is not None:
+            _check_step("end_step", self.end_step)
+            if self.begin_step >= self.end_step:
+                raise ValueError(f"begin_step must be < end_step, got begin_step={self.begin_step}, end_step={self.end_step}")
+
+    def sparsity_at(self, step: int) -> float:
+        return self.sparsity if step >= self.begin_step else 0.0
+
+    def should_update(self, step: int) -> bool:
+        if step < self.begin_step or (self.end_step is not None and step > self.end_step):
+            return False
+        return (step - self.begin_step) % self.frequency == 0
+
+
+@dataclass(frozen=True)
+class OneShot:
+    """Prune once, at `step`, to `sparsity` (the pruning challenge's one-shot setting)."""
+
+    sparsity: float = 0.5
+    step: int = 0
+
+    kind = "one_shot"
+
+    def __post_init__(self):
+        _check_sparsity("sparsity", self.sparsity)
+        _check_step("step", self.step)
+
+    def sparsity_at(self, step: int) -> float:
+        return self.sparsity if step >= self.step else 0.0
+
+    def should_update(self, step: int) -> bool:
+        return step == self.step
+
+
+SCHEDULES = {cls.kind: cls for cls in (PolynomialDecay, ConstantSparsity, OneShot)}
+Schedule = PolynomialDecay | ConstantSparsity | OneShot
+
+
+def to_dict(schedule: Schedule) -> dict:
+    return {"kind": schedule.kind, **asdict(schedule)}
+
+
+def from_dict(config: dict) -> Schedule:
+    """Inverse of `to_dict`; unknown kinds or keys are errors, not silently ignored."""
+    config = dict(config)
+    kind = config.pop("kind", PolynomialDecay.kind)
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule kind must be one of {sorted(SCHEDULES)}, got {kind!r}")
+    cls = SCHEDULES[kind]
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {kind} schedule setting(s) {unknown}; allowed: {sorted(allowed)}")
+    return cls(**config)
+
+
+def to_json(schedule: Schedule) -> str:
+    return json.dumps(to_dict(schedule), sort_keys=True)
+
+
+def from_json(text: str) -> Schedule:
+    return from_dict(json.loads(text))
+
+
+def update_steps(schedule: Schedule, last_step: int) -> list[int]:
+    """Every step in [0, last_step] at which the masks are recomputed (for plots and tests)."""
+    return [s for s in range(last_step + 1) if schedule.should_update(s)]
