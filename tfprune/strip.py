@@ -9,9 +9,16 @@ def nonzero_fraction(array: np.ndarray) -> float:
     return float(np.count_nonzero(array)) / array.size
 
 
-def tensor_label(layer) -> str:
-    """A readable, TensorBoard-safe name for a wrapped kernel: its variable path without ':0'."""
-    return layer.kernel.name.split(":")[0]
+def tensor_label(wrapper) -> str:
+    """A readable name for a wrapped kernel in logs and plots: the wrapper's `label` if the injector set one
+    (bert.py uses "layer_0/ffn_up"), else the kernel's variable path without the wrapper's own scope,
+    "/kernel" and ":0", else the wrapper's name."""
+    if getattr(wrapper, "label", None):
+        return wrapper.label
+    parts = [p for p in wrapper.kernel.name.split(":")[0].split("/") if p != wrapper.name]
+    if parts and parts[-1] == "kernel":
+        parts.pop()
+    return "/".join(parts) or wrapper.name
 
 
 def _replace_attribute(parent, old, new) -> bool:

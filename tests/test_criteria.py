@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from tfprune.criteria import Pattern, compute_global_masks, compute_mask, kth_smallest, parse_nm
+
+rng = np.random.default_rng(0)
+
+
+def zeros(mask):
+    return int(mask.size - np.count_nonzero(mask))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.7, 0.9, 0.97, 0.99])
+def test_unstructured_exact_count_and_smallest_pruned(sparsity):
+    kernel = rng.standard_normal((300, 170)).astype(np.float32)
+    mask = compute_mask(kernel, sparsity)
+    assert zeros(mask) == round(sparsity * kernel.size)
+    if 0 < sparsity:
+        assert np.abs(kernel[mask == 0]).max() <= np.abs(kernel[mask == 1]).min()
+
+
+def test_unstructured_large_kernel_with_ties_and_zeros_is_exact():
+    kernel = rng.standard_normal((800, 400)).astype(np.float32)
+    kernel[rng.random(kernel.shape) < 0.6] = 0.0  # pruned earlier: many ties at zero
+    kernel[:5, :5] = 0.25  # ties away from zero
+    for sparsity in (0.3, 0.6, 0.75, 0.9):
+        assert zeros(compute_mask(kernel, sparsity)) == round(sparsity * kernel.size)
+    flat = np.abs(kernel).ravel()
+    for k in (1, 1000, 200_000, 250_000, flat.size):
+        assert kth_smallest(flat, k) == np.sort(flat)[k - 1]
+
+
+def test_unstructured_keeps_at_least_one_weight():
+    assert zeros(compute_mask(np.ones((3, 3), np.float32), 0.999)) == 8
+
+
+@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.9])
+def test_unit_prunes_whole_output_columns_with_lowest_l2(sparsity):
+    kernel = rng.standard_normal((64, 40)).astype(np.float32)
+    mask = compute_mask(kernel, sparsity, "unit")
+    dead = np.flatnonzero(mask.sum(axis=0) == 0)
+    assert len(dead) == round(sparsity * 40)
+    assert set(np.unique(mask.sum(axis=0))) <= {0.0, 64.0}  # whole columns only
+    norms = np.linalg.norm(kernel, axis=0)
+    alive = np.setdiff1d(np.arange(40), dead)
+    assert norms[dead].max() <= norms[alive].min()
+
+
+def test_row_prunes_whole_input_rows():
+    kernel = rng.standard_normal((50, 30)).astype(np.float32)
+    mask = compute_mask(kernel, 0.4, "row")
+    assert set(np.unique(mask.sum(axis=1))) == {0.0, 30.0}
+    assert int((mask.sum(axis=1) == 0).sum()) == 20
+
+
+@pytest.mark.parametrize("block", [2, 4, 8])
+def test_block_zeroes_whole_blocks(block):
+    kernel = rng.standard_normal((64, 48)).astype(np.float32)
+    mask = compute_mask(kernel, 0.5, Pattern("block", block_size=block))
+    blocks = mask.reshape(64 // block, block, 48 // block, block).sum(axis=(1, 3))
+    assert set(np.unique(blocks)) == {0.0, float(block * block)}
+    assert zeros(mask) == round(0.5 * kernel.size / block**2) * block**2
+
+
+def test_block_handles_shapes_not_divisible():
+    kernel = rng.standard_normal((30, 21)).astype(np.float32)  # 4x4 blocks: edge blocks of 2 rows / 1 column
+    mask = compute_mask(kernel, 0.5, Pattern("block", block_size=4))
+    ids = (np.arange(30) // 4)[:, None] * 6 + (np.arange(21) // 4)[None, :]
+    for block_id in np.unique(ids):
+        values = mask[ids == block_id]
+        assert values.min() == values.max()  # every block all kept or all pruned
+    assert abs(zeros(mask) - 0.5 * kernel.size) <= 16  # within one block of the target
+
+
+def test_nm_two_four_exact_structure():
+    kernel = rng.standard_normal((16, 10)).astype(np.float32)
+    mask = compute_mask(kernel, 0.5, Pattern("nm", n=2, m=4))
+    windows = mask.reshape(4, 4, 10)
+    assert (windows.sum(axis=1) == 2).all()
+    magnitudes = np.abs(kernel).reshape(4, 4, 10)
+    assert (np.where(windows == 0, magnitudes, -np.inf).max(axis=1) <= np.where(windows == 1, magnitudes, np.inf).min(axis=1)).all()
+
+
+def test_nm_gradual_is_exact_and_never_breaks_structure():
+    kernel = rng.standard_normal((32, 8)).astype(np.float32)
+    mask = compute_mask(kernel, 0.25, Pattern("nm"))
+    assert zeros(mask) == 64
+    assert (mask.reshape(8, 4, 8).sum(axis=1) >= 2).all()
+
+
+def test_global_ranking_prunes_small_layers_more():
+    small = rng.standard_normal((100, 100)).astype(np.float32) * 0.1
+    large = rng.standard_normal((100, 100)).astype(np.float32)
+    masks = compute_global_masks([small, large], 0.5)
+    assert zeros(masks[0]) + zeros(masks[1]) == 10_000
+    assert zeros(masks[0]) > 4 * zeros(masks[1])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: compute_mask(np.ones((4, 4)), 1.0), "sparsity must be in \\[0, 1\\)"),
+    (lambda: compute_mask(np.ones((4, 4)), -0.5), "sparsity must be in"),
+    (lambda: Pattern("diagonal"), "pattern must be one of"),
+    (lambda: Pattern("block", block_size=0), "block_size must be a positive integer"),
+    (lambda: Pattern("block", block_size=2.5), "block_size must be a positive integer"),
+    (lambda: Pattern("nm", n=4, m=4), "N:M needs 1 <= n < m"),
+    (lambda: parse_nm("2-4"), "nm must look like N:M"),
+    (lambda: compute_mask(np.ones((6, 4)), 0.5, Pattern("nm")), "divisible by m"),
+    (lambda: compute_mask(np.ones((8, 4)), 0.8, Pattern("nm")), "exceeds what 2:4 allows"),
+    (lambda: compute_global_masks([np.ones((8, 4))], 0.5, Pattern("nm")), "global ranking does not apply"),
+])
+def test_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
