@@ -6,6 +6,8 @@ per step do not advance it (tfmot counts per layer call and drifts).
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -72,14 +74,15 @@ class GradualPruningCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, schedule: Schedule, log_dir: str | None = None, global_ranking: bool = False,
-                 log_every: int = 0, layers: list[PrunableDense] | None = None):
+                 log_every: int = 0, layers: list[PrunableDense] | None = None, writer=None):
         super().__init__()
         self._supports_tf_logs = True  # otherwise Keras copies the logs to numpy at every batch (a sync)
         self.schedule, self.log_dir, self.global_ranking = schedule, log_dir, global_ranking
         self.log_every, self._layers = log_every, layers
         self.pruner: PruningStep | None = None
-        self._writer = None
+        self._writer = writer  # a tf.summary writer shared with other callbacks, or made from log_dir
         self.history: list[dict] = []  # one row per logged step: step, target, nonzero per tensor
+        self.seconds = 0.0  # time spent in this callback: the pruning overhead outside the train step
 
     def on_train_begin(self, logs=None):
         layers = self._layers if self._layers is not None else prunable_layers(self.model)
@@ -91,13 +94,17 @@ class GradualPruningCallback(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_begin(self, batch, logs=None):
+        start = time.perf_counter()
         step = self._step()
         updated = self.pruner.update(step)
         if updated or (self.log_every and step % self.log_every == 0):
             self.log(step)
+        self.seconds += time.perf_counter() - start
 
     def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
         self.log(self._step())
+        self.seconds += time.perf_counter() - start
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

@@ -52,7 +52,6 @@ class PrunableDense(keras.layers.Wrapper):
         self.pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
         self.mask = None
         self.sparsity = None
-        self._install = None
         if layer.built:
             self._create_mask()
 
@@ -102,12 +101,11 @@ class PrunableDense(keras.layers.Wrapper):
         mask = np.asarray(mask)
         if mask.shape != tuple(self.mask.shape):
             raise ValueError(f"mask shape {mask.shape} does not match kernel shape {tuple(self.mask.shape)} of {self.name}")
-        if self._install is None:  # one graph call instead of three eager ones: it runs every few steps
-            self._install = tf.function(self._install_mask, reduce_retracing=True)
-        self._install(tf.constant(mask), tf.constant(float(self.sparsity.numpy() if sparsity is None else sparsity)))
+        self._install_mask(tf.constant(mask), float(self.sparsity.numpy() if sparsity is None else sparsity))
 
     def _install_mask(self, mask, sparsity):
-        """Graph body: mask (bool or 0/1) into the mask variable, pruned weights zeroed at once."""
+        """Mask (bool or 0/1) into the mask variable, pruned weights zeroed at once. PruningStep runs it
+        for all layers inside one tf.function."""
         mask = tf.cast(mask, self.mask.dtype)
         self.mask.assign(mask)
         self.kernel.assign(self.kernel * mask)

@@ -10,23 +10,26 @@ HIDDEN_UNITS = (1000, 1000, 500, 200)
 
 
 def build_mlp(prunable: bool = False, pattern: Pattern | str = "unstructured", inputs: int = 784,
-              classes: int = 10, hidden=HIDDEN_UNITS, seed: int | None = None) -> keras.Model:
-    """The hidden kernels are wrapped in PrunableDense when `prunable`; the logits kernel never is."""
+              classes: int = 10, hidden=HIDDEN_UNITS, seed: int | None = None, dropout: float = 0.0,
+              regularizer=None) -> keras.Model:
+    """The hidden kernels are wrapped in PrunableDense when `prunable`; the logits kernel never is.
+    `dropout` adds Dropout after each hidden layer (training only; it has no weights); `regularizer`
+    applies to the hidden kernels."""
     init = keras.initializers.GlorotUniform(seed=seed)
     x = image = keras.Input((inputs,), name="image")
     for i, units in enumerate(hidden):
-        dense = keras.layers.Dense(units, activation="relu", use_bias=False, kernel_initializer=init, name=f"hidden{i + 1}")
+        dense = keras.layers.Dense(units, activation="relu", use_bias=False, kernel_initializer=init,
+                                   kernel_regularizer=regularizer, name=f"hidden{i + 1}")
         x = (PrunableDense(dense, pattern, name=f"prunable_hidden{i + 1}") if prunable else dense)(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout{i + 1}")(x)
         init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + i + 1)
     logits = keras.layers.Dense(classes, use_bias=False, kernel_initializer=init, name="logits")(x)
     return keras.Model(image, logits, name="forai_mlp")
 
 
-def hidden_kernels(model: keras.Model) -> list:
-    """The four prunable kernels of `build_mlp`, wrapped or not, in order."""
-    return [model.get_layer(f"hidden{i + 1}").kernel if _has(model, f"hidden{i + 1}")
-            else model.get_layer(f"prunable_hidden{i + 1}").kernel for i in range(len(HIDDEN_UNITS))]
-
-
-def _has(model, name) -> bool:
-    return any(layer.name == name for layer in model.layers)
+def network_kernels(model: keras.Model) -> list:
+    """The five kernels of `build_mlp` (four hidden, then logits), wrapped or not."""
+    names = {layer.name: layer for layer in model.layers}
+    hidden = [names.get(f"hidden{i + 1}") or names[f"prunable_hidden{i + 1}"] for i in range(len(HIDDEN_UNITS))]
+    return [layer.kernel for layer in hidden] + [names["logits"].kernel]

@@ -1,0 +1,99 @@
+"""Shared CLI plumbing: user errors become one line and exit code 2, outputs appear whole or not at all."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+
+class UsageError(ValueError):
+    """A problem the user can fix (bad flag value, missing file): reported as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (`prog: error: ...`), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def run(main, argv=None) -> int:
+    """Call `main(argv)`; ValueError (which UsageError is), FileNotFoundError -> one stderr line, exit 2."""
+    prog = os.path.basename(sys.argv[0])
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        message = str(error) or error.__class__.__name__
+        print(f"{prog}: error: {message.splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def sparsity_arg(text: str) -> float:
+    """argparse type for a sparsity in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sparsity must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1), got {text}")
+    return value
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final_dir: str):
+    """Yield a fresh staging folder beside `final_dir`; on success its files replace those in `final_dir`,
+    on error it is removed, so a failed run never leaves half-written results. (Streams that must outlive a
+    failed run, checkpoints for --resume and TensorBoard events, are written to `final_dir` directly.)"""
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _move_in(staging, final_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_in(staging: str, final_dir: str) -> None:
+    os.makedirs(final_dir, exist_ok=True)
+    for name in os.listdir(staging):
+        target = os.path.join(final_dir, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+        os.replace(os.path.join(staging, name), target)
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable)
+        handle.write("\n")
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,129 @@
+"""GLUE MRPC: sentence pairs from GLUE-format TSV files (or tfds when the network allows), tokenized once,
+padded per batch.
+
+Per-batch padding keeps most batches far shorter than 128 tokens; Keras traces its train function with
+reduce_retracing, so new lengths do not each cost a new trace.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tfprune.cli import UsageError
+
+SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+def read_mrpc_tsv(path: str, labelled: bool = True) -> list[tuple[str, str, int]]:
+    """Rows (sentence1, sentence2, label) of a GLUE MRPC TSV (label -1 where unlabelled).
+
+    Columns: Quality, #1 ID, #2 ID, #1 String, #2 String (test: index instead of Quality, no label). Sentences
+    contain quote characters, so rows are split on tabs, never parsed as CSV. A malformed row is an error
+    that names the file and line: silently skipping it would change the data set.
+    """
+    if not os.path.isfile(path):
+        raise UsageError(f"MRPC file {path} not found")
+    rows = []
+    with open(path, encoding="utf-8-sig") as handle:
+        header = handle.readline()
+        if "#1 String" not in header:
+            raise UsageError(f"{path}:1: not a GLUE MRPC header (expected '#1 String' and '#2 String' columns)")
+        for number, line in enumerate(handle, start=2):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != 5:
+                raise UsageError(f"{path}:{number}: malformed row: expected 5 tab-separated fields, found {len(fields)}")
+            label = -1
+            if labelled:
+                if fields[0] not in ("0", "1"):
+                    raise UsageError(f"{path}:{number}: malformed row: label must be 0 or 1, found {fields[0]!r}")
+                label = int(fields[0])
+            rows.append((fields[3], fields[4], label))
+    if not rows:
+        raise UsageError(f"{path} has no data rows")
+    return rows
+
+
+def find_mrpc_dir(data_dir: str | None) -> str | None:
+    """--data-dir, else $GLUE_DIR/MRPC, else data/glue/MRPC; None when none exists (then tfds is tried)."""
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise UsageError(f"--data-dir {data_dir} does not exist")
+        return data_dir
+    for candidate in (os.path.join(os.environ["GLUE_DIR"], "MRPC") if os.environ.get("GLUE_DIR") else None,
+                      os.path.join("data", "glue", "MRPC")):
+        if candidate and os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def load_mrpc(data_dir: str | None = None) -> tuple[dict[str, list], str]:
+    """({"train": rows, "dev": rows}, source)."""
+    folder = find_mrpc_dir(data_dir)
+    if folder is not None:
+        return {split: read_mrpc_tsv(os.path.join(folder, SPLIT_FILES[split])) for split in ("train", "dev")}, folder
+    return _load_tfds(), "tfds:glue/mrpc"
+
+
+def _load_tfds() -> dict[str, list]:
+    try:
+        import tensorflow_datasets as tfds
+
+        splits = tfds.load("glue/mrpc", split=["train", "validation"])
+    except Exception as error:  # offline: download errors of many kinds
+        raise UsageError("MRPC not found: pass --data-dir DIR (GLUE format: train.tsv, dev.tsv) or set GLUE_DIR; "
+                         f"the tfds download of glue/mrpc failed too ({type(error).__name__})") from None
+    return {name: [(ex["sentence1"].decode(), ex["sentence2"].decode(), int(ex["label"])) for ex in tfds.as_numpy(split)]
+            for name, split in zip(("train", "dev"), splits)}
+
+
+class PairBatches:
+    """Tokenized pairs served as padded batches: a Keras `Sequence`-compatible iterable of (features, labels)."""
+
+    def __init__(self, tokenizer, rows, batch_size: int, max_length: int = 128, shuffle: bool = False, seed: int = 0):
+        encoded = tokenizer([r[0] for r in rows], [r[1] for r in rows], truncation=True, max_length=max_length)
+        self.features = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+        self.labels = np.array([r[2] for r in rows], np.int32)
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(rows))
+        if shuffle:
+            self.rng.shuffle(self.order)
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def batch(self, index: int):
+        ids = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        length = max(len(self.features["input_ids"][i]) for i in ids)
+        batch = {}
+        for key, values in self.features.items():
+            padded = np.zeros((len(ids), length), np.int32)
+            for row, i in enumerate(ids):
+                padded[row, :len(values[i])] = values[i]
+            batch[key] = padded
+        return batch, self.labels[ids]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+
+def as_keras_sequence(batches: PairBatches):
+    """Wrap PairBatches as a tf_keras Sequence (reshuffled every epoch by Keras' on_epoch_end)."""
+    import tf_keras as keras
+
+    class _Sequence(keras.utils.Sequence):
+        def __len__(self):
+            return len(batches)
+
+        def __getitem__(self, index):
+            return batches.batch(index)
+
+        def on_epoch_end(self):
+            batches.on_epoch_end()
+
+    return _Sequence()

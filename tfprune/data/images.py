@@ -1,0 +1,79 @@
+"""(Fashion-)MNIST from IDX files: a folder given by the user, Debian's dataset-fashion-mnist, or Keras."""
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+
+from tfprune.cli import UsageError
+
+DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+DATASETS = ("fashion_mnist", "mnist")
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """One IDX file (gzip or not) as a numpy array, checked against the shape its header declares."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise UsageError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise UsageError(f"{path} is truncated: header says {shape}, found {body.size} bytes")
+    return body.reshape(shape)
+
+
+def _find(folder: str, stem: str) -> str | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_idx_folder(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if not os.path.isdir(folder):
+        raise UsageError(f"data dir {folder} does not exist")
+    splits = {}
+    for split, stems in FILES.items():
+        paths = [_find(folder, stem) for stem in stems]
+        if None in paths:
+            missing = [stem for stem, path in zip(stems, paths) if path is None]
+            raise UsageError(f"data dir {folder} has no {', '.join(missing)}[.gz] (IDX files of (Fashion-)MNIST)")
+        images, labels = (read_idx(p) for p in paths)
+        if len(images) != len(labels):
+            raise UsageError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+        splits[split] = (images, labels)
+    return splits
+
+
+def load_images(dataset: str = "fashion_mnist", data_dir: str | None = None) -> tuple[dict, str]:
+    """({"train": (x, y), "test": (x, y)} with x float32 in [0, 1] flattened to 784, where it came from)."""
+    if dataset not in DATASETS:
+        raise UsageError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    if data_dir:
+        splits, source = load_idx_folder(data_dir), data_dir
+    elif dataset in DEBIAN_DIRS and os.path.isdir(DEBIAN_DIRS[dataset]):
+        splits, source = load_idx_folder(DEBIAN_DIRS[dataset]), DEBIAN_DIRS[dataset]
+    else:
+        splits, source = _keras_download(dataset), f"keras.datasets.{dataset}"
+    return {split: (x.reshape(len(x), -1).astype(np.float32) / 255.0, y.astype(np.int64))
+            for split, (x, y) in splits.items()}, source
+
+
+def _keras_download(dataset: str) -> dict:
+    import tf_keras as keras
+
+    hint = ("apt-get install dataset-fashion-mnist" if dataset == "fashion_mnist"
+            else "put the four IDX files in a folder and pass --data-dir")
+    try:
+        (xtr, ytr), (xte, yte) = getattr(keras.datasets, dataset).load_data()
+    except Exception as error:  # no network: urllib errors of many kinds
+        raise UsageError(f"{dataset} not found locally and the download failed ({type(error).__name__}); {hint}") from None
+    return {"train": (xtr, ytr), "test": (xte, yte)}

@@ -1,0 +1,283 @@
+"""ONNX export (tf2onnx) and ONNX Runtime inference for stripped models: parity, zeros, demo, speed, INT8.
+
+    python -m tfprune.export logs/mrpc/unstructured-0.7          # a train_mrpc.py run (its model/ folder)
+    python -m tfprune.export path/to/hf_model_dir --pair "A" "B"  # any Hugging Face-layout TF BERT
+
+tf2onnx 1.17 has no handler for `Erfc`, which TF 2.21's exact GELU lowers to: `_erfc_handler` writes it as
+1 - Erf(x), exact in float32 to ~1e-7, and every export checks parity against TensorFlow.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import tfprune  # noqa: F401  (tf-keras before TensorFlow)
+from tfprune import cli
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+PARITY_TOLERANCE = 1e-4
+DEMO_PAIRS = [
+    ("The company said quarterly profit rose 12 percent.", "Quarterly profit at the company climbed 12 percent, it said."),
+    ("He was arrested in Paris on Tuesday.", "Police detained him in Paris on Tuesday."),
+    ("The bill passed the Senate by a vote of 60 to 38.", "The Senate approved the bill 60-38."),
+    ("The cat sat on the mat.", "Stock markets in Asia fell sharply on Monday."),
+    ("She will start her new job next week.", "The museum is closed for renovation until spring."),
+    ("Revenue fell to $1.2 billion from $1.5 billion.", "Revenue rose to $1.5 billion from $1.2 billion."),
+]
+
+
+def _erfc_handler(ctx, node, name, args):
+    """tf2onnx handler: Erfc(x) -> Sub(1, Erf(x)), in place of the node."""
+    from tf2onnx import utils
+
+    dtype = ctx.get_dtype(node.input[0])
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(utils.make_name("one"), np.array(1, dtype=utils.map_onnx_to_numpy_type(dtype)))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+
+CUSTOM_HANDLERS = {"Erfc": (_erfc_handler, [])}
+
+
+def export_bert(model, path: str, opset: int = 17) -> None:
+    """TFBert*ForSequenceClassification -> ONNX with int32 inputs, dynamic batch and sequence axes."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = tuple(tf.TensorSpec((None, None), tf.int32, name=name) for name in INPUT_NAMES)
+
+    @tf.function(input_signature=spec)
+    def logits(input_ids, attention_mask, token_type_ids):
+        return {"logits": model({"input_ids": input_ids, "attention_mask": attention_mask,
+                                 "token_type_ids": token_type_ids}, training=False).logits}
+
+    tf2onnx.convert.from_function(logits, input_signature=spec, opset=opset, custom_op_handlers=CUSTOM_HANDLERS,
+                                  output_path=path)
+
+
+def export_keras(model, path: str, opset: int = 17) -> None:
+    """A single-input Keras model (such as the MNIST MLP) -> ONNX with a dynamic batch axis."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="inputs"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, custom_op_handlers=CUSTOM_HANDLERS,
+                               output_path=path)
+
+
+def session(path: str, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def ort_feed(sess, features: dict) -> dict:
+    """Cast features to the dtypes the ONNX model declares (int32 or int64 inputs both work)."""
+    dtypes = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32}
+    return {i.name: np.asarray(features[i.name]).astype(dtypes[i.type]) for i in sess.get_inputs()}
+
+
+def initializer_zeros(path: str, kernels: list[np.ndarray]) -> list[dict]:
+    """For each TF kernel, the ONNX initializer holding it (as is or transposed) and both zero counts."""
+    import onnx
+    from onnx import numpy_helper
+
+    initializers = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer]
+    rows = []
+    for kernel in kernels:
+        match = next((a for a in initializers if a.shape == kernel.shape and np.array_equal(a, kernel)), None)
+        if match is None:
+            match = next((a for a in initializers if a.shape == kernel.T.shape and np.array_equal(a, kernel.T)), None)
+        rows.append({"shape": list(kernel.shape), "tf_zeros": int(kernel.size - np.count_nonzero(kernel)),
+                     "onnx_zeros": None if match is None else int(match.size - np.count_nonzero(match))})
+    return rows
+
+
+def file_sizes(path: str) -> dict:
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=6))}
+
+
+def latency_ms(call, runs: int, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))], "runs": runs}
+
+
+def quantize_int8(fp32_path: str, int8_path: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8)
+
+
+def _encode(tokenizer, pairs, max_length: int = 128, pad_to: int | None = None) -> dict:
+    encoded = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True, max_length=pad_to or max_length,
+                        padding="max_length" if pad_to else True, return_tensors="np")
+    return {name: encoded[name].astype(np.int32) for name in INPUT_NAMES}
+
+
+def _batched(run, tokenizer, pairs, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([run(_encode(tokenizer, pairs[i:i + batch_size])) for i in range(0, len(pairs), batch_size)])
+
+
+def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, tokenizer=None, model=None,
+                      pairs: list[tuple[str, str]] = (), runs: int = 50, speed: bool = True) -> dict:
+    """Export `model_dir` (HF layout) to out_dir/model.onnx and out_dir/model.int8.onnx, check parity and
+    zeros, run the demo, dev metrics and the speed comparison; write out_dir/onnx_report.json."""
+    import tensorflow as tf
+    from transformers import AutoTokenizer, TFBertForSequenceClassification
+
+    from tfprune.trainer import classification_metrics
+
+    if model is None:
+        model = TFBertForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    fp32, int8 = os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx")
+    export_bert(model, fp32)
+    quantize_int8(fp32, int8)
+    threads = os.cpu_count()
+    sessions = {"fp32": session(fp32, threads), "int8": session(int8, threads)}
+    tf_logits_fn = tf.function(lambda f: model(f, training=False).logits, reduce_retracing=True)
+
+    def tf_run(features):
+        return tf_logits_fn({k: tf.constant(v) for k, v in features.items()}).numpy()
+
+    def ort_run(name):
+        return lambda features: sessions[name].run(["logits"], ort_feed(sessions[name], features))[0]
+
+    demo_pairs = list(DEMO_PAIRS) + list(pairs)
+    parity_pairs = demo_pairs + [(a, b) for a, b, _ in (dev_rows or [])[:64]]
+    tf_parity, ort_parity = _batched(tf_run, tokenizer, parity_pairs), _batched(ort_run("fp32"), tokenizer, parity_pairs)
+    max_diff = float(np.abs(tf_parity - ort_parity).max())
+    if max_diff > PARITY_TOLERANCE:
+        raise ValueError(f"ONNX parity failed: max |logit difference| {max_diff:.2e} > {PARITY_TOLERANCE:g}")
+    kernels = [w.numpy() for w in model.weights if len(w.shape) == 2 and "/encoder/" in w.name]
+    zeros = initializer_zeros(fp32, kernels)
+    if any(row["onnx_zeros"] != row["tf_zeros"] for row in zeros):
+        raise ValueError("ONNX export lost zeros: an encoder kernel's zero count differs in the ONNX initializers")
+
+    probabilities = _softmax(ort_parity[:len(demo_pairs)])
+    report = {
+        "model_dir": os.path.abspath(model_dir), "opset": 17, "threads": threads,
+        "parity": {"pairs": len(parity_pairs), "max_abs_logit_diff": max_diff, "tolerance": PARITY_TOLERANCE},
+        "zeros": {"tf": sum(r["tf_zeros"] for r in zeros), "onnx": sum(r["onnx_zeros"] for r in zeros),
+                  "kernels": len(zeros)},
+        "demo": [{"sentence1": a, "sentence2": b, "label": "paraphrase" if p[1] >= 0.5 else "not paraphrase",
+                  "probability_paraphrase": float(p[1])} for (a, b), p in zip(demo_pairs, probabilities)],
+        "sizes": {"fp32": file_sizes(fp32), "int8": file_sizes(int8)},
+    }
+    if dev_rows:
+        dev_pairs, labels = [(a, b) for a, b, _ in dev_rows], np.array([label for _, _, label in dev_rows])
+        predictions = {"tf": _batched(tf_run, tokenizer, dev_pairs).argmax(1),
+                       "fp32": _batched(ort_run("fp32"), tokenizer, dev_pairs).argmax(1),
+                       "int8": _batched(ort_run("int8"), tokenizer, dev_pairs).argmax(1)}
+        report["dev"] = {name: classification_metrics(labels, p) for name, p in predictions.items()}
+        report["dev"]["pairs"] = len(dev_rows)
+        report["dev"]["identical_predictions_fp32_vs_tf"] = float(np.mean(predictions["fp32"] == predictions["tf"]))
+    if speed:
+        report["speed"] = _speed(tf_run, ort_run, tokenizer, runs)
+    cli.write_json(os.path.join(out_dir, "onnx_report.json"), report)
+    print(format_report(report))
+    return report
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _speed(tf_run, ort_run, tokenizer, runs: int) -> dict:
+    """Latency at batch 1 and throughput at batch 32, both padded to 128 tokens, same inputs for all three."""
+    one = _encode(tokenizer, DEMO_PAIRS[:1], pad_to=128)
+    many = _encode(tokenizer, (DEMO_PAIRS * 6)[:32], pad_to=128)
+    result = {}
+    for name, run in (("tf_graph", tf_run), ("ort_fp32", ort_run("fp32")), ("ort_int8", ort_run("int8"))):
+        batch1 = latency_ms(lambda: run(one), runs)
+        batch32 = latency_ms(lambda: run(many), max(10, runs // 5), warmup=2)
+        result[name] = {"batch1_ms": batch1, "batch32_ms": batch32, "batch32_sequences_per_s": 32e3 / batch32["p50"]}
+    result["ort_fp32_vs_tf_batch1"] = result["tf_graph"]["batch1_ms"]["p50"] / result["ort_fp32"]["batch1_ms"]["p50"]
+    result["int8_vs_fp32_batch1"] = result["ort_fp32"]["batch1_ms"]["p50"] / result["ort_int8"]["batch1_ms"]["p50"]
+    result["int8_vs_fp32_batch32"] = result["ort_fp32"]["batch32_ms"]["p50"] / result["ort_int8"]["batch32_ms"]["p50"]
+    return result
+
+
+def format_report(report: dict) -> str:
+    lines = [f"ONNX parity: max |Δlogit| {report['parity']['max_abs_logit_diff']:.2e} over {report['parity']['pairs']} pairs "
+             f"(tolerance {report['parity']['tolerance']:g}); zeros in encoder kernels: TF {report['zeros']['tf']:,}, "
+             f"ONNX {report['zeros']['onnx']:,}", "", "| sentence 1 | sentence 2 | prediction | P(paraphrase) |",
+             "|---|---|---|---:|"]
+    lines += [f"| {d['sentence1']} | {d['sentence2']} | {d['label']} | {d['probability_paraphrase']:.3f} |" for d in report["demo"]]
+    sizes = report["sizes"]
+    lines += ["", "| file | MB | gzip MB |", "|---|---:|---:|"]
+    lines += [f"| {name} | {s['bytes'] / 1e6:.1f} | {s['gzip_bytes'] / 1e6:.1f} |" for name, s in sizes.items()]
+    if "dev" in report:
+        dev = report["dev"]
+        lines += ["", f"| dev ({dev['pairs']} pairs) | accuracy % | F1 % |", "|---|---:|---:|"]
+        lines += [f"| {name} | {100 * dev[name]['accuracy']:.2f} | {100 * dev[name]['f1']:.2f} |" for name in ("tf", "fp32", "int8")]
+        lines.append(f"identical predictions ORT fp32 vs TF: {100 * dev['identical_predictions_fp32_vs_tf']:.2f} %")
+    if "speed" in report:
+        s = report["speed"]
+        lines += ["", f"| engine ({report['threads']} threads, length 128) | batch 1 p50 ms | batch 1 p90 ms | batch 32 seq/s |",
+                  "|---|---:|---:|---:|"]
+        for name in ("tf_graph", "ort_fp32", "ort_int8"):
+            lines.append(f"| {name} | {s[name]['batch1_ms']['p50']:.2f} | {s[name]['batch1_ms']['p90']:.2f} | "
+                         f"{s[name]['batch32_sequences_per_s']:.1f} |")
+        lines.append(f"ORT fp32 vs TF at batch 1: {s['ort_fp32_vs_tf_batch1']:.2f}x; INT8 vs fp32: "
+                     f"{s['int8_vs_fp32_batch1']:.2f}x (batch 1), {s['int8_vs_fp32_batch32']:.2f}x (batch 32)")
+    return "\n".join(lines)
+
+
+def resolve_model_dir(path: str) -> str:
+    """A train_mrpc.py run folder (its model/) or a Hugging Face model folder; else a UsageError."""
+    if not os.path.isdir(path):
+        raise cli.UsageError(f"{path} does not exist")
+    for candidate in (os.path.join(path, "model"), path):
+        if os.path.isfile(os.path.join(candidate, "config.json")) and (
+                os.path.isfile(os.path.join(candidate, "tf_model.h5"))):
+            return candidate
+    raise cli.UsageError(f"{path} is neither a train_mrpc.py run folder nor a Hugging Face model folder "
+                         "(config.json and tf_model.h5)")
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(prog="python -m tfprune.export", description=__doc__,
+                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", help="train_mrpc.py run folder or Hugging Face model folder")
+    parser.add_argument("--output-dir", help="default: <path>/onnx")
+    parser.add_argument("--data-dir", help="GLUE MRPC folder for dev metrics (default: $GLUE_DIR/MRPC, data/glue/MRPC)")
+    parser.add_argument("--max-eval-samples", type=int, help="first N dev pairs only")
+    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("SENTENCE1", "SENTENCE2"),
+                        help="an extra demo pair (repeatable)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: %(default)s)")
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args(argv)
+    model_dir = resolve_model_dir(args.path)
+    from tfprune.data.glue import find_mrpc_dir, load_mrpc
+
+    dev_rows = load_mrpc(args.data_dir)[0]["dev"][:args.max_eval_samples] if (args.data_dir or find_mrpc_dir(None)) else None
+    out_dir = args.output_dir or os.path.join(args.path, "onnx")
+    with cli.atomic_output_dir(out_dir) as staging:
+        export_and_report(model_dir, staging, dev_rows, pairs=[tuple(p) for p in args.pair], runs=args.runs,
+                          speed=not args.no_speed)
+    print(f"\nONNX models and onnx_report.json in {out_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

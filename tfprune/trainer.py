@@ -1,0 +1,101 @@
+"""Fine-tuning plumbing for sequence classification: GLUE metrics, dev evaluation, step scalars, checkpoints."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """MRPC's GLUE metrics: accuracy and F1 of the positive (paraphrase) class."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    tp = int(np.sum((predictions == 1) & (labels == 1)))
+    fp = int(np.sum((predictions == 1) & (labels == 0)))
+    fn = int(np.sum((predictions == 0) & (labels == 1)))
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"accuracy": float(np.mean(predictions == labels)), "f1": float(f1)}
+
+
+def predict_logits(model, batches) -> np.ndarray:
+    """Logits for every example of a PairBatches, in order, through a retrace-tolerant tf.function."""
+    forward = getattr(model, "_tfprune_forward", None)
+    if forward is None:
+        forward = tf.function(lambda features: model(features, training=False).logits, reduce_retracing=True)
+        model._tfprune_forward = forward
+    return np.concatenate([forward(batches.batch(i)[0]).numpy() for i in range(len(batches))])
+
+
+def evaluate(model, batches) -> dict:
+    return classification_metrics(batches.labels, predict_logits(model, batches).argmax(axis=1))
+
+
+class EvalAndLog(keras.callbacks.Callback):
+    """Every `log_every` steps: loss and learning rate; after each epoch: dev accuracy/F1. All at the
+    optimizer's step, in the same TensorBoard run as the pruning scalars."""
+
+    def __init__(self, writer, eval_batches, log_every: int = 10):
+        super().__init__()
+        self._supports_tf_logs = True
+        self.writer, self.eval_batches, self.log_every = writer, eval_batches, log_every
+        self.evaluations: list[dict] = []
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if self.log_every and step % self.log_every == 0 and logs and "loss" in logs:
+            lr = self.model.optimizer.learning_rate
+            lr = lr(self.model.optimizer.iterations) if callable(lr) else lr
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("train/loss", logs["loss"])
+                tf.summary.scalar("train/learning_rate", lr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = evaluate(self.model, self.eval_batches)
+        step = self._step()
+        self.evaluations.append({"epoch": epoch + 1, "step": step, **metrics})
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("eval/accuracy", metrics["accuracy"])
+            tf.summary.scalar("eval/f1", metrics["f1"])
+        self.writer.flush()
+        print(f"\nepoch {epoch + 1}: dev accuracy {100 * metrics['accuracy']:.2f} %, F1 {100 * metrics['f1']:.2f} %")
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Model (masks included), optimizer (its step is the schedule's step) and epoch, after every epoch."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._manager = None
+
+    def manager(self, model):
+        if self._manager is None:
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+            self._manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=1)
+        return self._manager
+
+    def restore(self, model) -> int:
+        """Restore the latest checkpoint into `model` (optimizer built first); returns the epochs done."""
+        manager = self.manager(model)
+        if manager.latest_checkpoint is None:
+            raise ValueError(f"--resume: no checkpoint in {self.directory}")
+        if isinstance(model.optimizer, keras.optimizers.Optimizer):  # the new optimizers create slots in build
+            model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations  # noqa: B018  (legacy optimizers create it on first access)
+        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager(self.model).save()
+
+    def clear(self):
+        if os.path.isdir(self.directory):
+            import shutil
+
+            shutil.rmtree(self.directory)
