@@ -41,8 +41,8 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=15, help="training epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam, cosine-decayed (default: %(default)s)")
-    p.add_argument("--l1", type=float, default=2e-6, help="L1 penalty on hidden kernels (default: %(default)s)")
-    p.add_argument("--group", type=float, default=5e-5, help="group-lasso penalty on hidden units (default: %(default)s)")
+    p.add_argument("--l1", type=float, default=5e-6, help="L1 penalty on hidden kernels (default: %(default)s)")
+    p.add_argument("--group", type=float, default=2e-4, help="group-lasso penalty on hidden units (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout after hidden layers, training only")
     p.add_argument("--finetune-epochs", type=int, default=0, help="recovery: gradual pruning to each k while "
                    "training this many epochs (0: one-shot only, the challenge)")

@@ -1,0 +1,160 @@
+"""The CLIs end to end on small data, and their bad-input contract: one error line, exit code 2, no outputs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run(*args, env=None, timeout=300):
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+    """A small Fashion-MNIST slice as IDX files (first 3000 train / 1000 test), from the Debian package."""
+    import gzip
+
+    import numpy as np
+
+    from tfprune.data.images import DEBIAN_DIRS, load_idx_folder
+
+    source = DEBIAN_DIRS["fashion_mnist"]
+    if not os.path.isdir(source):
+        pytest.fail("apt-get install dataset-fashion-mnist (the README's set-up) is needed for the MNIST tests")
+    folder = tmp_path_factory.mktemp("fmnist")
+    splits = load_idx_folder(source)
+    for split, count in (("train", 3000), ("test", 1000)):
+        images, labels = splits[split][0][:count], splits[split][1][:count]
+        stem = "train" if split == "train" else "t10k"
+        for array, kind, code in ((images, "images-idx3", 3), (labels, "labels-idx1", 1)):
+            header = bytes([0, 0, 8, code]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+            with gzip.open(folder / f"{stem}-{kind}-ubyte.gz", "wb") as handle:
+                handle.write(header + array.astype(np.uint8).tobytes())
+    return str(folder)
+
+
+def test_mnist_challenge_small_run(idx_dir, tmp_path):
+    out = tmp_path / "mnist"
+    result = run("mnist_challenge.py", "--data-dir", idx_dir, "--epochs", "1", "--output-dir", str(out),
+                 "--speed-runs", "3", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    ks = [0, 25, 50, 60, 70, 80, 90, 95, 97, 99]
+    for method in ("weight", "unit"):
+        assert [r["k"] for r in rows if r["method"] == method] == ks
+        for r in rows:
+            if r["method"] == method:
+                # 4 layers, each within one element of k %: the pooled fraction is within 4 elements
+                assert abs(r["sparsity_prunable"] - r["k"] / 100) <= 4 / 2_284_000
+    k0 = [r["accuracy"] for r in rows if r["k"] == 0]
+    assert k0 == [results["dense_accuracy"]] * 2
+    assert all(c["max_abs_logit_diff"] < 1e-3 for c in results["compaction"])
+    assert [c["hidden_units"] for c in results["compaction"] if c["k"] == 90] == [[100, 100, 50, 20]]
+    for name in ("results.csv", "sparsity_vs_accuracy.png", "speedup.json"):
+        assert (out / name).is_file()
+    assert "| weight | 90 | no |" in result.stdout and "| unit | 70 | no |" in result.stdout
+
+
+def test_mnist_pruned_structure_and_untouched_logits(idx_dir):
+    """Unit-pruned layers have whole zero columns; the logits kernel is never pruned."""
+    import numpy as np
+
+    from tfprune import challenge
+    from tfprune.data.images import load_images
+
+    data, _ = load_images("fashion_mnist", idx_dir)
+    x, y = data["train"]
+    dense = challenge.train_dense(x[:512], y[:512], 1, 256, 1e-3, 0, verbose=0)
+    logits_before = challenge.network_kernels(dense)[-1].numpy()
+    for k in (50, 90):
+        model = challenge.one_shot(dense, "unit", k)
+        kernels = [v.numpy() for v in challenge.network_kernels(model)]
+        for kernel in kernels[:-1]:
+            column_zeros = (kernel == 0).all(axis=0)
+            assert column_zeros.sum() == round(k / 100 * kernel.shape[1])
+            assert (kernel[:, ~column_zeros] != 0).all()  # kept units lost nothing
+        np.testing.assert_array_equal(kernels[-1], logits_before)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--ks", "0,50,100"], ["--ks values must be in [0, 100)", "100"]),
+    (["--ks", "-5"], ["--ks values must be in [0, 100)"]),
+    (["--dataset", "cifar10"], ["dataset must be one of"]),
+])
+def test_mnist_bad_input(args, fragments, tmp_path):
+    out = tmp_path / "never"
+    assert_one_line_error(run("mnist_challenge.py", "--output-dir", str(out), *args), *fragments)
+    assert not out.exists()
+
+
+def test_mnist_empty_data_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run("mnist_challenge.py", "--data-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "o")),
+                          "has no train-images-idx3-ubyte")
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_mrpc_end_to_end_tiny(tiny_bert_dir, mrpc_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--max-train-samples", "32",
+            "--epochs", "2", "--batch-size", "8", "--frequency", "1", "--output-dir", str(out)]
+    result = run(*args, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 8 and results["train_pairs"] == 32
+    assert results["measured_pruned_sparsity"] == pytest.approx(0.7, abs=0.001)
+    assert len(results["pruned_tensors"]) == 4
+    assert 0 <= results["eval_f1"] <= 1 and len(results["evaluations"]) == 2
+    for name in ("nonzero_vs_step.png", "model/tf_model.h5", "model/vocab.txt", "checkpoints/checkpoint"):
+        assert (out / name).exists(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+
+    # --resume after the last epoch: nothing left to train, same step and masks, same final numbers
+    resumed = run(*args, "--resume", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads((out / "results.json").read_text())
+    assert again["steps"] == 8 and again["eval_f1"] == results["eval_f1"]
+    assert again["measured_pruned_sparsity"] == results["measured_pruned_sparsity"]
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--final-sparsity", "1.2"], ["--final-sparsity", "sparsity must be in [0, 1)"]),
+    (["--begin-step", "50", "--end-step", "10"], ["begin_step must be < end_step"]),
+    (["--pattern", "diagonal"], ["pattern must be one of"]),
+    (["--pattern", "block", "--block-size", "0"], ["block_size must be a positive integer"]),
+    (["--frequency", "0"], ["--frequency must be >= 1"]),
+    (["--data-dir", "/nonexistent/MRPC"], ["--data-dir /nonexistent/MRPC does not exist"]),
+    (["--model", "/nonexistent/model"], ["model directory /nonexistent/model does not exist"]),
+])
+def test_train_mrpc_bad_input(extra, fragments, tiny_bert_dir, mrpc_dir, tmp_path):
+    out = tmp_path / "never"
+    args = ["train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--output-dir", str(out), *extra]
+    assert_one_line_error(run(*args), *fragments)
+    assert not out.exists()
+
+
+def test_train_mrpc_malformed_tsv_names_file_and_line(tiny_bert_dir, mrpc_dir, tmp_path):
+    bad = tmp_path / "MRPC"
+    bad.mkdir()
+    lines = open(os.path.join(mrpc_dir, "train.tsv"), encoding="utf-8-sig").read().splitlines()
+    lines[3] = "1\t123\tonly three fields"
+    (bad / "train.tsv").write_text("\n".join(lines) + "\n")
+    (bad / "dev.tsv").write_text(open(os.path.join(mrpc_dir, "dev.tsv"), encoding="utf-8-sig").read())
+    result = run("train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", str(bad), "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, f"{bad / 'train.tsv'}:4: malformed row: expected 5 tab-separated fields, found 3")
+    assert not (tmp_path / "o").exists()

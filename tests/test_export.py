@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfprune import bert, export, prunable_layers, strip_model
+from tfprune.mlp import build_mlp
+from tests.conftest import ROOT
+from tests.test_cli import assert_one_line_error, run
+
+
+@pytest.fixture(scope="module")
+def pruned_tiny_dir(tiny_bert_dir, tmp_path_factory):
+    """The tiny BERT with 60 %-pruned FFN kernels, stripped and saved in HF layout."""
+    model, tokenizer, _ = bert.load_classifier(tiny_bert_dir)
+    for wrapper in bert.inject(model, "ffn"):
+        wrapper.prune_to(0.6)
+    strip_model(model)
+    folder = tmp_path_factory.mktemp("pruned_tiny") / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_dir, tmp_path):
+    from tfprune.data.glue import load_mrpc
+
+    dev = load_mrpc(mrpc_dir)[0]["dev"]
+    report = export.export_and_report(pruned_tiny_dir, str(tmp_path), dev, runs=3, speed=False)
+    assert report["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert report["zeros"]["tf"] == report["zeros"]["onnx"] >= 4 * round(0.6 * 32 * 64)
+    assert report["dev"]["identical_predictions_fp32_vs_tf"] == 1.0
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert "Erf" in {node.op_type for node in graph.node}  # GELU made it through (Erfc handled)
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+
+    from transformers import TFBertForSequenceClassification
+
+    model = TFBertForSequenceClassification.from_pretrained(pruned_tiny_dir)
+    fp32, int8 = export.session(str(tmp_path / "model.onnx")), export.session(str(tmp_path / "model.int8.onnx"))
+    rng = np.random.default_rng(0)
+    for batch, length in ((1, 7), (3, 19)):  # dynamic batch and sequence axes
+        feed = {"input_ids": rng.integers(5, 100, (batch, length)), "attention_mask": np.ones((batch, length), np.int64),
+                "token_type_ids": np.zeros((batch, length), np.int64)}
+        expected = model({k: tf.constant(v, tf.int32) for k, v in feed.items()}).logits.numpy()
+        got = fp32.run(["logits"], export.ort_feed(fp32, feed))[0]
+        assert got.shape == (batch, 2)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert np.isfinite(int8.run(["logits"], export.ort_feed(int8, feed))[0]).all()
+    assert json.loads((tmp_path / "onnx_report.json").read_text())["zeros"]["onnx"] == report["zeros"]["onnx"]
+
+
+def test_mlp_export_dense_and_pruned_parity(tmp_path):
+    x = np.random.default_rng(1).random((5, 784), dtype=np.float32)
+    for name, prune in (("dense", False), ("pruned", True)):
+        model = build_mlp(prunable=prune, seed=0)
+        if prune:
+            for layer in prunable_layers(model):
+                layer.prune_to(0.9)
+            model = strip_model(model)
+        path = str(tmp_path / f"{name}.onnx")
+        export.export_keras(model, path)
+        sess = export.session(path)
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
+        kernels = [w.numpy() for w in model.weights]
+        zeros = export.initializer_zeros(path, kernels)
+        assert [z["onnx_zeros"] for z in zeros] == [z["tf_zeros"] for z in zeros]
+        if prune:
+            assert zeros[0]["onnx_zeros"] == round(0.9 * 784 * 1000)
+
+
+def test_export_cli_bad_paths(tmp_path):
+    assert_one_line_error(run("-m", "tfprune.export", str(tmp_path / "missing")), "does not exist")
+    (tmp_path / "not_a_model").mkdir()
+    assert_one_line_error(run("-m", "tfprune.export", str(tmp_path / "not_a_model")), "neither a train_mrpc.py run folder")
