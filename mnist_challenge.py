@@ -50,6 +50,8 @@ def build_parser():
     p.add_argument("--max-test-samples", type=int, help="use only the first N test images (quick runs)")
     p.add_argument("--speed-runs", type=int, default=20, help="timed runs per latency (median; default: %(default)s)")
     p.add_argument("--no-speed", action="store_true", help="skip the latency table")
+    p.add_argument("--export-onnx", action="store_true", help="export the dense network and the 90 %% weight- and "
+                   "unit-pruned ones to ONNX (parity and zeros checked) in <output-dir>/onnx")
     p.add_argument("--seed", type=int, default=42)
     return p
 
@@ -114,9 +116,11 @@ def main(argv=None):
 
         speed_rows = [] if args.no_speed else _speed_table(challenge, speed, dense, models, ks, x_test, args.speed_runs)
 
+        onnx_rows = _export(challenge, dense, models, ks, x_test, os.path.join(out, "onnx")) if args.export_onnx else []
+
         results = {"arguments": vars(args), "data_source": source, "train_images": len(x), "test_images": len(x_test),
                    "dense_accuracy": challenge.accuracy(dense, x_test, y_test), "train_seconds": train_seconds,
-                   "rows": rows, "compaction": compaction, "wall_seconds": clock.seconds}
+                   "rows": rows, "compaction": compaction, "onnx": onnx_rows, "wall_seconds": clock.seconds}
         cli.write_json(os.path.join(out, "results.json"), results)
         with open(os.path.join(out, "results.csv"), "w", newline="") as handle:
             writer_csv = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -142,6 +146,8 @@ def _row(challenge, model, method, k, fine_tuned, x_test, y_test) -> dict:
 
 def _speed_table(challenge, speed, dense, models, ks, x_test, runs) -> list[dict]:
     """Latency (median ms) per k at batch 1 and 256: dense, masked, sparse (weight), compacted (unit)."""
+    from tfprune import prunable_layers
+
     dense_kernels = [v.numpy() for v in challenge.network_kernels(dense)]
     rows = []
     for batch in (1, 256):
@@ -150,7 +156,7 @@ def _speed_table(challenge, speed, dense, models, ks, x_test, runs) -> list[dict
         for k in ks:
             weight = models["weight", k]
             weight_kernels = [v.numpy() for v in challenge.network_kernels(weight)]
-            masks = [layer.mask.numpy() for layer in challenge.prunable_layers(weight)]
+            masks = [layer.mask.numpy() for layer in prunable_layers(weight)]
             unit_kernels = [v.numpy() for v in challenge.network_kernels(models["unit", k])]
             row = {"batch": batch, "k": k, "dense_ms": dense_ms,
                    "masked_ms": speed.median_latency_ms(speed.masked_forward(weight_kernels, masks), x, runs),
@@ -162,22 +168,35 @@ def _speed_table(challenge, speed, dense, models, ks, x_test, runs) -> list[dict
     return rows
 
 
+def _export(challenge, dense, models, ks, x_test, folder) -> list[dict]:
+    """Dense and (if swept) 90 % weight/unit-pruned networks, stripped, through tf2onnx with parity."""
+    from tfprune.export import export_keras_checked
+    from tfprune.strip import strip_model
+
+    os.makedirs(folder, exist_ok=True)
+    candidates = [("dense", dense)] + [(f"{m}{90}", strip_model(models[m, 90])) for m in challenge.METHODS if 90 in ks]
+    rows = []
+    for name, model in candidates:
+        row = export_keras_checked(model, os.path.join(folder, f"{name}.onnx"), x_test[:256])
+        rows.append({"model": name, **row})
+        print(f"ONNX {name}: max |Δlogit| {row['max_abs_logit_diff']:.1e}, zeros {row['zeros']:,}, "
+              f"{row['bytes'] / 1e6:.2f} MB ({row['gzip_bytes'] / 1e6:.2f} MB gzip)")
+    return rows
+
+
 def accuracy_table(rows: list[dict]) -> str:
-    lines = ["| method | k % | fine-tuned | sparsity (prunable) % | sparsity (whole net) % | test accuracy % |",
-             "|---|---:|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['k']} | {'yes' if r['fine_tuned'] else 'no'} | {100 * r['sparsity_prunable']:.2f} | "
-                     f"{100 * r['sparsity_total']:.2f} | {100 * r['accuracy']:.2f} |")
-    return "\n".join(lines)
+    return cli.markdown_table(
+        ["method", "k %>", "fine-tuned", "sparsity (prunable) %>", "sparsity (whole net) %>", "test accuracy %>"],
+        [[r["method"], r["k"], "yes" if r["fine_tuned"] else "no", f"{100 * r['sparsity_prunable']:.2f}",
+          f"{100 * r['sparsity_total']:.2f}", f"{100 * r['accuracy']:.2f}"] for r in rows])
 
 
 def speed_table(rows: list[dict]) -> str:
-    lines = ["| batch | k % | dense ms | masked ms | sparse ms (weight) | compacted ms (unit) | sparse speedup | compacted speedup |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['batch']} | {r['k']} | {r['dense_ms']:.3f} | {r['masked_ms']:.3f} | {r['sparse_ms']:.3f} | "
-                     f"{r['compacted_ms']:.3f} | {r['sparse_speedup']:.2f}x | {r['compacted_speedup']:.2f}x |")
-    return "\n".join(lines)
+    return cli.markdown_table(
+        ["batch>", "k %>", "dense ms>", "masked ms>", "sparse ms (weight)>", "compacted ms (unit)>",
+         "sparse speedup>", "compacted speedup>"],
+        [[r["batch"], r["k"], f"{r['dense_ms']:.3f}", f"{r['masked_ms']:.3f}", f"{r['sparse_ms']:.3f}",
+          f"{r['compacted_ms']:.3f}", f"{r['sparse_speedup']:.2f}x", f"{r['compacted_speedup']:.2f}x"] for r in rows])
 
 
 if __name__ == "__main__":

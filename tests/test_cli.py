@@ -50,7 +50,7 @@ def idx_dir(tmp_path_factory):
 def test_mnist_challenge_small_run(idx_dir, tmp_path):
     out = tmp_path / "mnist"
     result = run("mnist_challenge.py", "--data-dir", idx_dir, "--epochs", "1", "--output-dir", str(out),
-                 "--speed-runs", "3", timeout=600)
+                 "--speed-runs", "3", "--export-onnx", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
@@ -68,6 +68,11 @@ def test_mnist_challenge_small_run(idx_dir, tmp_path):
     for name in ("results.csv", "sparsity_vs_accuracy.png", "speedup.json"):
         assert (out / name).is_file()
     assert "| weight | 90 | no |" in result.stdout and "| unit | 70 | no |" in result.stdout
+    onnx_rows = {r["model"]: r for r in results["onnx"]}
+    assert sorted(onnx_rows) == ["dense", "unit90", "weight90"]
+    assert all(r["max_abs_logit_diff"] <= 1e-4 for r in onnx_rows.values())
+    assert onnx_rows["weight90"]["zeros"] == sum(round(0.9 * n) for n in (784_000, 1_000_000, 500_000, 100_000))
+    assert onnx_rows["weight90"]["gzip_bytes"] < onnx_rows["dense"]["gzip_bytes"] / 3
 
 
 def test_mnist_pruned_structure_and_untouched_logits(idx_dir):
@@ -113,11 +118,16 @@ def test_train_mrpc_end_to_end_tiny(tiny_bert_dir, mrpc_dir, tmp_path):
     out = tmp_path / "run"
     args = ["train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--max-train-samples", "32",
             "--epochs", "2", "--batch-size", "8", "--frequency", "1", "--output-dir", str(out)]
-    result = run(*args, timeout=120)
+    result = run(*args, "--export-onnx", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert results["onnx"]["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert results["onnx"]["zeros"]["onnx"] == results["onnx"]["zeros"]["tf"] >= 4 * round(0.7 * 32 * 64)
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "onnx_report.json").is_file()
     assert results["steps"] == 8 and results["train_pairs"] == 32
     assert results["measured_pruned_sparsity"] == pytest.approx(0.7, abs=0.001)
+    assert results["measured_ffn_sparsity"] == results["measured_pruned_sparsity"]  # scope ffn: the same tensors
+    assert 0.3 < results["measured_encoder_sparsity"] < results["measured_ffn_sparsity"]
     assert len(results["pruned_tensors"]) == 4
     assert 0 <= results["eval_f1"] <= 1 and len(results["evaluations"]) == 2
     for name in ("nonzero_vs_step.png", "model/tf_model.h5", "model/vocab.txt", "checkpoints/checkpoint"):

@@ -62,13 +62,15 @@ def test_mlp_export_dense_and_pruned_parity(tmp_path):
                 layer.prune_to(0.9)
             model = strip_model(model)
         path = str(tmp_path / f"{name}.onnx")
-        export.export_keras(model, path)
+        report = export.export_keras_checked(model, path, x)
+        assert report["max_abs_logit_diff"] <= 1e-4
         sess = export.session(path)
-        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
-        kernels = [w.numpy() for w in model.weights]
-        zeros = export.initializer_zeros(path, kernels)
+        for batch in (1, 5):  # dynamic batch axis
+            got = sess.run(None, {sess.get_inputs()[0].name: x[:batch]})[0]
+            np.testing.assert_allclose(got, model(x[:batch]).numpy(), atol=1e-4)
+        zeros = export.initializer_zeros(path, [w.numpy() for w in model.weights])
         assert [z["onnx_zeros"] for z in zeros] == [z["tf_zeros"] for z in zeros]
+        assert report["zeros"] == sum(z["onnx_zeros"] for z in zeros)
         if prune:
             assert zeros[0]["onnx_zeros"] == round(0.9 * 784 * 1000)
 

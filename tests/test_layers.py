@@ -95,6 +95,18 @@ def test_strip_gives_plain_dense_with_same_outputs_and_zeros():
     assert report["total"]["zeros"] == 576
 
 
+def test_strip_nested_and_sequential_models():
+    inner = keras.Sequential([keras.Input((20,)), PrunableDense(keras.layers.Dense(8, name="inner_dense"))], name="inner")
+    inputs = keras.Input((20,))
+    outer = keras.Model(inputs, keras.layers.Dense(3)(inner(inputs)))
+    prunable_layers(outer)[0].prune_to(0.5)
+    before = outer(X[:4]).numpy()
+    stripped = strip_model(outer)
+    assert prunable_layers(stripped) == []
+    np.testing.assert_allclose(stripped(X[:4]).numpy(), before, atol=1e-6)
+    assert int((stripped.get_layer("inner").get_layer("inner_dense").kernel.numpy() == 0).sum()) == 80
+
+
 def test_save_and_load_keep_masks_and_weights(tmp_path):
     model = small_model("block")
     for layer in prunable_layers(model):

@@ -111,6 +111,16 @@ def encoder_layers(model) -> list:
     return list(main.encoder.layer)
 
 
+def ffn_kernels(model) -> list:
+    """The 2 x L feed-forward kernels (up, down per layer), wrapped or not."""
+    return [dense.kernel for layer in encoder_layers(model) for dense in (layer.intermediate.dense, layer.bert_output.dense)]
+
+
+def zero_fraction(variables) -> float:
+    zeros = sum(int(np.prod(v.shape)) - int(np.count_nonzero(v.numpy())) for v in variables)
+    return zeros / sum(int(np.prod(v.shape)) for v in variables)
+
+
 def _targets(layer, scope: str) -> list[tuple[object, str, str]]:
     """(parent, attribute, short name) of every Dense to wrap in one encoder layer."""
     ffn = [(layer.intermediate, "dense", "ffn_up"), (layer.bert_output, "dense", "ffn_down")]

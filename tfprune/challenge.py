@@ -9,7 +9,7 @@ import numpy as np
 import tf_keras as keras
 
 from tfprune.callbacks import GradualPruningCallback
-from tfprune.layers import prunable_layers  # noqa: F401  (re-exported for the CLI)
+from tfprune.layers import prunable_layers
 from tfprune.mlp import build_mlp, network_kernels
 from tfprune.regularizers import PruningFriendly
 from tfprune.schedules import PolynomialDecay

@@ -76,6 +76,15 @@ def _move_in(staging: str, final_dir: str) -> None:
         os.replace(os.path.join(staging, name), target)
 
 
+def markdown_table(columns: list[str], rows: list[list]) -> str:
+    """A markdown table; columns whose title ends in ">" are right-aligned (numbers), the ">" dropped."""
+    titles = [c.rstrip(">") for c in columns]
+    rule = ["---:" if c.endswith(">") else "---" for c in columns]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def write_json(path: str, payload: dict) -> None:
     with open(path, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable)

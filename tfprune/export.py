@@ -71,6 +71,20 @@ def export_keras(model, path: str, opset: int = 17) -> None:
                                output_path=path)
 
 
+def export_keras_checked(model, path: str, sample: np.ndarray) -> dict:
+    """export_keras, then parity on `sample` and the zeros of every 2-D kernel; raises when either fails."""
+    export_keras(model, path)
+    sess = session(path)
+    got = sess.run(None, {sess.get_inputs()[0].name: sample.astype(np.float32)})[0]
+    max_diff = float(np.abs(got - model(sample).numpy()).max())
+    if max_diff > PARITY_TOLERANCE:
+        raise ValueError(f"ONNX parity failed for {path}: max |logit difference| {max_diff:.2e} > {PARITY_TOLERANCE:g}")
+    zeros = initializer_zeros(path, [w.numpy() for w in model.weights if len(w.shape) == 2])
+    if any(z["onnx_zeros"] != z["tf_zeros"] for z in zeros):
+        raise ValueError(f"ONNX export {path} lost zeros")
+    return {"max_abs_logit_diff": max_diff, "zeros": sum(z["onnx_zeros"] for z in zeros), **file_sizes(path)}
+
+
 def session(path: str, threads: int | None = None):
     import onnxruntime as ort
 
@@ -219,28 +233,28 @@ def _speed(tf_run, ort_run, tokenizer, runs: int) -> dict:
 
 
 def format_report(report: dict) -> str:
+    table = cli.markdown_table
     lines = [f"ONNX parity: max |Δlogit| {report['parity']['max_abs_logit_diff']:.2e} over {report['parity']['pairs']} pairs "
              f"(tolerance {report['parity']['tolerance']:g}); zeros in encoder kernels: TF {report['zeros']['tf']:,}, "
-             f"ONNX {report['zeros']['onnx']:,}", "", "| sentence 1 | sentence 2 | prediction | P(paraphrase) |",
-             "|---|---|---|---:|"]
-    lines += [f"| {d['sentence1']} | {d['sentence2']} | {d['label']} | {d['probability_paraphrase']:.3f} |" for d in report["demo"]]
-    sizes = report["sizes"]
-    lines += ["", "| file | MB | gzip MB |", "|---|---:|---:|"]
-    lines += [f"| {name} | {s['bytes'] / 1e6:.1f} | {s['gzip_bytes'] / 1e6:.1f} |" for name, s in sizes.items()]
+             f"ONNX {report['zeros']['onnx']:,}", "",
+             table(["sentence 1", "sentence 2", "prediction", "P(paraphrase)>"],
+                   [[d["sentence1"], d["sentence2"], d["label"], f"{d['probability_paraphrase']:.3f}"] for d in report["demo"]]),
+             "", table(["file", "MB>", "gzip MB>"], [[name, f"{s['bytes'] / 1e6:.1f}", f"{s['gzip_bytes'] / 1e6:.1f}"]
+                                                      for name, s in report["sizes"].items()])]
     if "dev" in report:
         dev = report["dev"]
-        lines += ["", f"| dev ({dev['pairs']} pairs) | accuracy % | F1 % |", "|---|---:|---:|"]
-        lines += [f"| {name} | {100 * dev[name]['accuracy']:.2f} | {100 * dev[name]['f1']:.2f} |" for name in ("tf", "fp32", "int8")]
-        lines.append(f"identical predictions ORT fp32 vs TF: {100 * dev['identical_predictions_fp32_vs_tf']:.2f} %")
+        lines += ["", table([f"dev ({dev['pairs']} pairs)", "accuracy %>", "F1 %>"],
+                            [[name, f"{100 * dev[name]['accuracy']:.2f}", f"{100 * dev[name]['f1']:.2f}"]
+                             for name in ("tf", "fp32", "int8")]),
+                  f"identical predictions ORT fp32 vs TF: {100 * dev['identical_predictions_fp32_vs_tf']:.2f} %"]
     if "speed" in report:
         s = report["speed"]
-        lines += ["", f"| engine ({report['threads']} threads, length 128) | batch 1 p50 ms | batch 1 p90 ms | batch 32 seq/s |",
-                  "|---|---:|---:|---:|"]
-        for name in ("tf_graph", "ort_fp32", "ort_int8"):
-            lines.append(f"| {name} | {s[name]['batch1_ms']['p50']:.2f} | {s[name]['batch1_ms']['p90']:.2f} | "
-                         f"{s[name]['batch32_sequences_per_s']:.1f} |")
-        lines.append(f"ORT fp32 vs TF at batch 1: {s['ort_fp32_vs_tf_batch1']:.2f}x; INT8 vs fp32: "
-                     f"{s['int8_vs_fp32_batch1']:.2f}x (batch 1), {s['int8_vs_fp32_batch32']:.2f}x (batch 32)")
+        lines += ["", table([f"engine ({report['threads']} threads, length 128)", "batch 1 p50 ms>", "batch 1 p90 ms>",
+                             "batch 32 seq/s>"],
+                            [[name, f"{s[name]['batch1_ms']['p50']:.2f}", f"{s[name]['batch1_ms']['p90']:.2f}",
+                              f"{s[name]['batch32_sequences_per_s']:.1f}"] for name in ("tf_graph", "ort_fp32", "ort_int8")]),
+                  f"ORT fp32 vs TF at batch 1: {s['ort_fp32_vs_tf_batch1']:.2f}x; INT8 vs fp32: "
+                  f"{s['int8_vs_fp32_batch1']:.2f}x (batch 1), {s['int8_vs_fp32_batch32']:.2f}x (batch 32)"]
     return "\n".join(lines)
 
 

@@ -15,6 +15,14 @@ def _check_sparsity(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
+def _check_window(begin_step: int, end_step: int | None) -> None:
+    _check_step("begin_step", begin_step)
+    if end_step is not None:
+        _check_step("end_step", end_step)
+        if begin_step >= end_step:
+            raise ValueError(f"begin_step must be < end_step, got begin_step={begin_step}, end_step={end_step}")
+
+
 def _check_step(name: str, value: int, minimum: int = 0) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -42,11 +50,8 @@ class PolynomialDecay:
     def __post_init__(self):
         _check_sparsity("initial_sparsity", self.initial_sparsity)
         _check_sparsity("final_sparsity", self.final_sparsity)
-        _check_step("begin_step", self.begin_step)
-        _check_step("end_step", self.end_step)
+        _check_window(self.begin_step, self.end_step)
         _check_step("frequency", self.frequency, minimum=1)
-        if self.begin_step >= self.end_step:
-            raise ValueError(f"begin_step must be < end_step, got begin_step={self.begin_step}, end_step={self.end_step}")
         if not isinstance(self.exponent, (int, float)) or isinstance(self.exponent, bool) or self.exponent <= 0:
             raise ValueError(f"exponent must be a number > 0, got {self.exponent!r}")
 
@@ -75,12 +80,8 @@ class ConstantSparsity:
 
     def __post_init__(self):
         _check_sparsity("sparsity", self.sparsity)
-        _check_step("begin_step", self.begin_step)
+        _check_window(self.begin_step, self.end_step)
         _check_step("frequency", self.frequency, minimum=1)
-        if self.end_step is not None:
-            _check_step("end_step", self.end_step)
-            if self.begin_step >= self.end_step:
-                raise ValueError(f"begin_step must be < end_step, got begin_step={self.begin_step}, end_step={self.end_step}")
 
     def sparsity_at(self, step: int) -> float:
         return self.sparsity if step >= self.begin_step else 0.0

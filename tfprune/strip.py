@@ -30,28 +30,33 @@ def _replace_attribute(parent, old, new) -> bool:
 
 
 def strip_model(model):
-    """Replace every PrunableDense by its Dense with kernel * mask baked in, in place, and return the model.
+    """Replace every PrunableDense by its Dense with kernel * mask baked in, and return the model.
 
-    Works for Functional/Sequential models (rebuilt by cloning) and for subclassed models such as HF's,
-    whose wrappers live as attributes of their parent layer (swapped back in place; the Dense keeps its
-    original variables, so weight names and `save_pretrained` are as before wrapping).
+    Functional and Sequential models are rebuilt around the same layer objects (weights shared, nothing
+    copied), nested models included; subclassed models such as HF's are changed in place: their wrappers
+    live as attributes of a parent layer and the Dense is put back there, with its original variables, so
+    weight names and `save_pretrained` are as before wrapping.
     """
     from tfprune.layers import PrunableDense, prunable_layers
 
     wrappers = prunable_layers(model)
     for wrapper in wrappers:
         wrapper.bake()
+    return _unwrap(model, wrappers)
+
+
+def _unwrap(model, wrappers):
+    from tfprune.layers import PrunableDense
+
     if isinstance(model, PrunableDense):
         return model.layer
     if isinstance(model, keras.Model) and (model._is_graph_network or isinstance(model, keras.Sequential)):
-        def unwrap(layer):
-            if isinstance(layer, PrunableDense):
-                return layer.layer.__class__.from_config(layer.layer.get_config())
-            return layer.__class__.from_config(layer.get_config())
+        def reuse(layer):
+            if isinstance(layer, PrunableDense) or (isinstance(layer, keras.Model) and _has_wrappers(layer)):
+                return _unwrap(layer, wrappers)
+            return layer
 
-        stripped = keras.models.clone_model(model, clone_function=unwrap)
-        stripped.set_weights([w for w in _plain_weights(model)])
-        return stripped
+        return keras.models.clone_model(model, clone_function=reuse)
     for wrapper in wrappers:
         for parent in model.submodules:
             if parent is not wrapper and _replace_attribute(parent, wrapper, wrapper.layer):
@@ -61,15 +66,10 @@ def strip_model(model):
     return model
 
 
-def _plain_weights(model):
-    """The model's weights in the order a clone without wrappers expects (masks dropped)."""
-    from tfprune.layers import PrunableDense
+def _has_wrappers(model) -> bool:
+    from tfprune.layers import prunable_layers
 
-    for layer in model.layers:
-        if isinstance(layer, PrunableDense):
-            yield from (w.numpy() for w in layer.layer.weights)
-        else:
-            yield from (w.numpy() for w in layer.weights)
+    return bool(prunable_layers(model))
 
 
 def sparsity_report(model, only_pruned: bool = False) -> dict:
@@ -98,9 +98,9 @@ def sparsity_report(model, only_pruned: bool = False) -> dict:
 
 def format_report(report: dict) -> str:
     """The report as a markdown table."""
-    lines = ["| tensor | shape | zeros | % non-zero |", "|---|---|---:|---:|"]
-    for row in report["tensors"]:
-        lines.append(f"| {row['name']} | {'x'.join(map(str, row['shape']))} | {row['zeros']:,} | {row['nonzero_pct']:.2f} |")
+    from tfprune.cli import markdown_table
+
+    rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['zeros']:,}", f"{r['nonzero_pct']:.2f}"] for r in report["tensors"]]
     total = report["total"]
-    lines.append(f"| **total** | {total['size']:,} weights | {total['zeros']:,} | {total['nonzero_pct']:.2f} |")
-    return "\n".join(lines)
+    rows.append(["**total**", f"{total['size']:,} weights", f"{total['zeros']:,}", f"{total['nonzero_pct']:.2f}"])
+    return markdown_table(["tensor", "shape", "zeros>", "% non-zero>"], rows)
