@@ -86,7 +86,9 @@ class GradualPruningCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         layers = self._layers if self._layers is not None else prunable_layers(self.model)
-        self.pruner = PruningStep(layers, self.schedule, self.global_ranking)
+        # Kept across fit() calls on the same layers: its traced functions would otherwise be traced again.
+        if self.pruner is None or self.pruner.layers != layers:
+            self.pruner = PruningStep(layers, self.schedule, self.global_ranking)
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
