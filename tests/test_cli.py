@@ -158,6 +158,23 @@ def test_train_mrpc_bad_input(extra, fragments, tiny_bert_dir, mrpc_dir, tmp_pat
     assert not out.exists()
 
 
+def test_train_mrpc_schedule_config(tiny_bert_dir, mrpc_dir, tmp_path):
+    config = tmp_path / "schedule.json"
+    config.write_text(json.dumps({"final_sparsity": 0.5, "pattern": "block", "block_size": 8, "frequency": 1}))
+    out = tmp_path / "run"
+    result = run("train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--max-train-samples", "16",
+                 "--epochs", "1", "--batch-size", "8", "--schedule-config", str(config), "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["pattern"]["name"] == "block" and results["pattern"]["block_size"] == 8
+    assert results["schedule"]["final_sparsity"] == 0.5
+    assert results["measured_ffn_sparsity"] == pytest.approx(0.5)  # 32x64 kernels: 8x8 blocks divide evenly
+    config.write_text(json.dumps({"final_sparsity": 0.5, "speed": "fast"}))
+    assert_one_line_error(run("train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--schedule-config",
+                              str(config), "--output-dir", str(tmp_path / "o")), "unknown key(s) ['speed']")
+    assert_one_line_error(run("train_mrpc.py", "--schedule-config", str(tmp_path / "missing.json")), "not found")
+
+
 def test_train_mrpc_malformed_tsv_names_file_and_line(tiny_bert_dir, mrpc_dir, tmp_path):
     bad = tmp_path / "MRPC"
     bad.mkdir()

@@ -79,3 +79,23 @@ def test_export_cli_bad_paths(tmp_path):
     assert_one_line_error(run("-m", "tfprune.export", str(tmp_path / "missing")), "does not exist")
     (tmp_path / "not_a_model").mkdir()
     assert_one_line_error(run("-m", "tfprune.export", str(tmp_path / "not_a_model")), "neither a train_mrpc.py run folder")
+
+
+def test_erfc_handler_is_what_makes_exact_gelu_convert(tmp_path):
+    """TF 2.21 lowers exact GELU to Erfc, which tf2onnx 1.17 cannot convert on its own."""
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, 4), tf.float32, name="x"),)
+    gelu = tf.function(lambda x: tf.nn.gelu(x, approximate=False), input_signature=spec)
+    assert "Erfc" in {op.type for op in gelu.get_concrete_function().graph.get_operations()}
+    # without the handler tf2onnx only logs "Erfc is not supported" and writes a model ORT cannot load
+    tf2onnx.convert.from_function(gelu, input_signature=spec, opset=17, output_path=str(tmp_path / "no.onnx"))
+    assert "Erfc" in {node.op_type for node in onnx.load(str(tmp_path / "no.onnx")).graph.node}
+    with pytest.raises(Exception, match="Erfc"):
+        export.session(str(tmp_path / "no.onnx"))
+    tf2onnx.convert.from_function(gelu, input_signature=spec, opset=17, custom_op_handlers=export.CUSTOM_HANDLERS,
+                                  output_path=str(tmp_path / "gelu.onnx"))
+    x = np.linspace(-8, 8, 64, dtype=np.float32).reshape(16, 4)
+    got = export.session(str(tmp_path / "gelu.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, gelu(x).numpy(), atol=1e-6)
+    assert "Erfc" not in {node.op_type for node in onnx.load(str(tmp_path / "gelu.onnx")).graph.node}

@@ -283,6 +283,12 @@ def main(argv=None):
     parser.add_argument("--no-speed", action="store_true")
     args = parser.parse_args(argv)
     model_dir = resolve_model_dir(args.path)
+    import tensorflow as tf
+
+    try:  # the same thread count for TensorFlow and ONNX Runtime (session() uses os.cpu_count())
+        tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
+    except RuntimeError:  # TensorFlow already initialised by the caller
+        pass
     from tfprune.data.glue import find_mrpc_dir, load_mrpc
 
     dev_rows = load_mrpc(args.data_dir)[0]["dev"][:args.max_eval_samples] if (args.data_dir or find_mrpc_dir(None)) else None
