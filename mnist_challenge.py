@@ -126,7 +126,7 @@ def main(argv=None):
             writer_csv = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer_csv.writeheader()
             writer_csv.writerows(rows)
-        title = f"{args.dataset}: one-shot pruning of the FOR.ai MLP"
+        title = f"{args.dataset}: weight vs unit pruning of the FOR.ai MLP"
         plots.sparsity_vs_accuracy(rows, os.path.join(out, "sparsity_vs_accuracy.png"), title)
         if speed_rows:
             cli.write_json(os.path.join(out, "speedup.json"), {"runs": args.speed_runs, "rows": speed_rows})

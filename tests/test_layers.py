@@ -156,6 +156,19 @@ def test_custom_training_loop_with_pruning_step():
         assert int((layer.kernel.numpy() == 0).sum()) == round(0.5 * layer.kernel.shape.num_elements())
 
 
+def test_global_ranking_through_the_callback_and_mixed_patterns_rejected():
+    from tfprune import PruningStep
+
+    model = small_model()
+    pruner = PruningStep(prunable_layers(model), PolynomialDecay(0.0, 0.5, 0, 1, 1), global_ranking=True)
+    pruner.update(1)
+    zeros = sum(int((layer.kernel.numpy() == 0).sum()) for layer in prunable_layers(model))
+    assert zeros == round(0.5 * (20 * 32 + 32 * 16))
+    layers = prunable_layers(small_model()) + prunable_layers(small_model("unit"))
+    with pytest.raises(ValueError, match="global ranking needs one pattern"):
+        PruningStep(layers, PolynomialDecay(0.0, 0.5, 0, 1, 1), global_ranking=True)
+
+
 def test_mirrored_strategy_two_replicas_identical_masks():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2

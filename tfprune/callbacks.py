@@ -26,6 +26,9 @@ class PruningStep:
         if not layers:
             raise ValueError("no PrunableDense layers to prune: wrap some Dense layers first")
         self.layers, self.schedule, self.global_ranking = list(layers), schedule, global_ranking
+        if global_ranking and len({layer.pattern for layer in self.layers}) > 1:
+            raise ValueError("global ranking needs one pattern for all layers, got "
+                             f"{sorted({layer.pattern.name for layer in self.layers})}")
         self.last_update_step = None
         self._count = None
         self._install = None

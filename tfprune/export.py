@@ -206,7 +206,8 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, token
         report["dev"]["pairs"] = len(dev_rows)
         report["dev"]["identical_predictions_fp32_vs_tf"] = float(np.mean(predictions["fp32"] == predictions["tf"]))
     if speed:
-        report["speed"] = _speed(tf_run, ort_run, tokenizer, runs)
+        sessions.clear()  # their idle thread pools would compete with the timed processes
+        report["speed"] = _speed(tf_run, {"fp32": fp32, "int8": int8}, tokenizer, runs, threads, out_dir)
     cli.write_json(os.path.join(out_dir, "onnx_report.json"), report)
     print(format_report(report))
     return report
@@ -217,15 +218,55 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _speed(tf_run, ort_run, tokenizer, runs: int) -> dict:
-    """Latency at batch 1 and throughput at batch 32, both padded to 128 tokens, same inputs for all three."""
+_ORT_TIMER = """
+import json, statistics, sys, time
+import numpy as np, onnxruntime as ort
+path, feeds_path, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+feeds = np.load(feeds_path)
+result = {}
+for batch, count, warmup in (("1", runs, 5), ("32", max(10, runs // 5), 2)):
+    feed = {i.name: feeds[i.name + "_" + batch] for i in sess.get_inputs()}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    result[batch] = {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))], "runs": count}
+print(json.dumps(result))
+"""
+
+
+def _ort_latency(path: str, feeds_path: str, runs: int, threads: int) -> dict:
+    """Time an ONNX model in a fresh process that loads only onnxruntime: as deployed, and without
+    TensorFlow's (or another session's) idle threads competing for the cores."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _ORT_TIMER, path, feeds_path, str(runs), str(threads)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _speed(tf_run, paths: dict, tokenizer, runs: int, threads: int, out_dir: str) -> dict:
+    """Latency at batch 1 and throughput at batch 32, both padded to 128 tokens, same inputs and thread
+    count for all three engines; TF in this process (graph mode), each ORT model in its own process."""
     one = _encode(tokenizer, DEMO_PAIRS[:1], pad_to=128)
     many = _encode(tokenizer, (DEMO_PAIRS * 6)[:32], pad_to=128)
-    result = {}
-    for name, run in (("tf_graph", tf_run), ("ort_fp32", ort_run("fp32")), ("ort_int8", ort_run("int8"))):
-        batch1 = latency_ms(lambda: run(one), runs)
-        batch32 = latency_ms(lambda: run(many), max(10, runs // 5), warmup=2)
-        result[name] = {"batch1_ms": batch1, "batch32_ms": batch32, "batch32_sequences_per_s": 32e3 / batch32["p50"]}
+    feeds_path = os.path.join(out_dir, "timing_inputs.npz")
+    np.savez(feeds_path, **{f"{k}_1": v for k, v in one.items()}, **{f"{k}_32": v for k, v in many.items()})
+    timings = {"tf_graph": {"1": latency_ms(lambda: tf_run(one), runs),
+                            "32": latency_ms(lambda: tf_run(many), max(10, runs // 5), warmup=2)}}
+    for name, path in paths.items():
+        timings[f"ort_{name}"] = _ort_latency(path, feeds_path, runs, threads)
+    os.remove(feeds_path)
+    result = {name: {"batch1_ms": t["1"], "batch32_ms": t["32"], "batch32_sequences_per_s": 32e3 / t["32"]["p50"]}
+              for name, t in timings.items()}
     result["ort_fp32_vs_tf_batch1"] = result["tf_graph"]["batch1_ms"]["p50"] / result["ort_fp32"]["batch1_ms"]["p50"]
     result["int8_vs_fp32_batch1"] = result["ort_fp32"]["batch1_ms"]["p50"] / result["ort_int8"]["batch1_ms"]["p50"]
     result["int8_vs_fp32_batch32"] = result["ort_fp32"]["batch32_ms"]["p50"] / result["ort_int8"]["batch32_ms"]["p50"]

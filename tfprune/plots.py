@@ -42,7 +42,7 @@ def nonzero_vs_step(history: list[dict], path: str, title: str) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("% non-zero weights")
     ax.set_ylim(0, 102)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
