@@ -36,8 +36,9 @@ def _set_variable_constraint(variable: tf.Variable, constraint) -> None:
 class PrunableDense(keras.layers.Wrapper):
     """Wraps a `Dense` layer (built or not) and prunes its kernel with `pattern`.
 
-    The mask is a non-trainable variable (aggregation MEAN, so it is identical on every replica). It is
-    changed only by `set_mask` / `prune_to`, which the `GradualPruningCallback` calls on its schedule.
+    The mask is a non-trainable variable, written in cross-replica context so every replica holds the same
+    one. It changes only through `set_mask` / `prune_to`, or `PruningStep` (which the
+    `GradualPruningCallback` drives on its schedule).
     """
 
     def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", **kwargs):
