@@ -1,15 +1,12 @@
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from tfprune import GradualPruningCallback, PolynomialDecay, PrunableDense, bert, prunable_layers, strip_model
-from tests.conftest import ROOT
 
 
 def tiny(tiny_bert_dir):

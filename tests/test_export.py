@@ -4,11 +4,9 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 
 from tfprune import bert, export, prunable_layers, strip_model
 from tfprune.mlp import build_mlp
-from tests.conftest import ROOT
 from tests.test_cli import assert_one_line_error, run
 
 

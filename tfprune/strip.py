@@ -37,7 +37,7 @@ def strip_model(model):
     live as attributes of a parent layer and the Dense is put back there, with its original variables, so
     weight names and `save_pretrained` are as before wrapping.
     """
-    from tfprune.layers import PrunableDense, prunable_layers
+    from tfprune.layers import prunable_layers
 
     wrappers = prunable_layers(model)
     for wrapper in wrappers:
