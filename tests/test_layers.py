@@ -156,6 +156,20 @@ def test_custom_training_loop_with_pruning_step():
         assert int((layer.kernel.numpy() == 0).sum()) == round(0.5 * layer.kernel.shape.num_elements())
 
 
+def test_counts_taken_at_an_update_equal_the_kernels():
+    from tfprune import PruningStep
+
+    model = small_model()
+    model.fit(X, Y, epochs=1, batch_size=32, verbose=0)
+    layers = prunable_layers(model)
+    layers[0].kernel.assign(tf.where(tf.abs(layers[0].kernel) > 0.3, layers[0].kernel, 0.0))  # zeros not in the mask
+    pruner = PruningStep(layers, PolynomialDecay(0.0, 0.4, 0, 4, 2))
+    for step in (0, 2, 4):
+        pruner.update(step)
+        np.testing.assert_array_equal(pruner.nonzero_counts(step), pruner.nonzero_counts())
+        assert pruner.nonzero_counts()[1] == 16 * 32 - round(pruner.schedule.sparsity_at(step) * 16 * 32)
+
+
 def test_global_ranking_through_the_callback_and_mixed_patterns_rejected():
     from tfprune import PruningStep
 

@@ -6,7 +6,9 @@ per step do not advance it (tfmot counts per layer call and drifts).
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +18,16 @@ from tfprune.criteria import global_keep_masks, keep_mask
 from tfprune.layers import PrunableDense, prunable_layers
 from tfprune.schedules import Schedule
 from tfprune.strip import tensor_label
+
+
+_POOL = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="tfprune-mask")
+    return _POOL
 
 
 class PruningStep:
@@ -32,6 +44,7 @@ class PruningStep:
         self.last_update_step = None
         self._count = None
         self._install = None
+        self._counts_at_update = None
 
     def update(self, step: int) -> bool:
         """Recompute the masks if the schedule updates at `step`; True when it did."""
@@ -41,8 +54,11 @@ class PruningStep:
         kernels = [layer.kernel.numpy() for layer in self.layers]
         if self.global_ranking:
             masks = global_keep_masks(kernels, sparsity, self.layers[0].pattern)
-        else:
-            masks = [keep_mask(k, sparsity, layer.pattern) for k, layer in zip(kernels, self.layers)]
+        else:  # numpy releases the GIL in its loops, and TensorFlow is idle here: use every core
+            masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels), [l.pattern for l in self.layers]))
+        # What the kernels will hold once the masks are in, counted here rather than read back afterwards.
+        self._counts_at_update = np.array([np.count_nonzero(m) - np.count_nonzero(m & (k == 0))
+                                           for k, m in zip(kernels, masks)])
         if self._install is None:  # all layers in one graph call: this runs every few steps
             self._install = tf.function(self._install_masks, reduce_retracing=True)
         self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
@@ -53,16 +69,19 @@ class PruningStep:
         for layer, mask in zip(self.layers, masks):
             layer._install_mask(mask, sparsity)
 
-    def nonzero_counts(self) -> np.ndarray:
-        """Non-zero count of every pruned kernel (what the optimizer actually left), in one graph call."""
+    def nonzero_counts(self, step: int | None = None) -> np.ndarray:
+        """Non-zero count of every pruned kernel (what the optimizer actually left), in one graph call; at
+        the step of a mask update (no optimizer step since), the counts made by the update itself."""
+        if step is not None and step == self.last_update_step:
+            return self._counts_at_update
         if self._count is None:
             kernels = [layer.kernel for layer in self.layers]
             self._count = tf.function(lambda: tf.stack([tf.math.count_nonzero(k) for k in kernels]))
         return self._count().numpy()
 
-    def nonzero_pct(self) -> tuple[dict[str, float], float]:
+    def nonzero_pct(self, step: int | None = None) -> tuple[dict[str, float], float]:
         """(% non-zero per tensor label, % non-zero over all pruned tensors)."""
-        counts = self.nonzero_counts()
+        counts = self.nonzero_counts(step)
         sizes = np.array([int(np.prod(layer.kernel.shape)) for layer in self.layers])
         per_tensor = {tensor_label(layer): 100.0 * c / n for layer, c, n in zip(self.layers, counts, sizes)}
         return per_tensor, 100.0 * counts.sum() / sizes.sum()
@@ -117,7 +136,7 @@ class GradualPruningCallback(keras.callbacks.Callback):
 
     def log(self, step: int) -> None:
         """Record (and write to TensorBoard, if a log_dir was given) the sparsity at `step`."""
-        per_tensor, overall = self.pruner.nonzero_pct()
+        per_tensor, overall = self.pruner.nonzero_pct(step)
         target = self.schedule.sparsity_at(step)
         if self.history and self.history[-1]["step"] == step:
             self.history.pop()
