@@ -127,7 +127,7 @@ def main(argv=None):
     from tfprune import plots
     from tfprune.callbacks import GradualPruningCallback
     from tfprune.schedules import PolynomialDecay, to_dict
-    from tfprune.strip import sparsity_report, strip_model
+    from tfprune.strip import format_report, sparsity_report, strip_model
     from tfprune.trainer import EpochCheckpoint, EvalAndLog, evaluate
 
     keras.utils.set_random_seed(args.seed)
@@ -198,6 +198,8 @@ def main(argv=None):
         results["wall_seconds"] = clock.seconds
         cli.write_json(os.path.join(out, "results.json"), results)
     writer.close()
+    if pruned:
+        print("\n" + format_report(pruned))
     print(f"\ndev accuracy {100 * final['accuracy']:.2f} %, F1 {100 * final['f1']:.2f} %; FFN sparsity "
           f"{100 * ffn_sparsity:.2f} %; encoder sparsity {100 * encoder_sparsity:.2f} %; "
           f"train {train_seconds:.0f} s; outputs in {output_dir}")

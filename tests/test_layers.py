@@ -5,6 +5,7 @@ import tf_keras as keras
 
 from tfprune import GradualPruningCallback, PolynomialDecay, PrunableDense, prunable_layers, sparsity_report, strip_model
 from tfprune.criteria import Pattern
+from tfprune.strip import format_report
 
 rng = np.random.default_rng(1)
 X = rng.standard_normal((256, 20)).astype(np.float32)
@@ -60,6 +61,19 @@ def test_get_config_round_trips_every_setting():
         assert clone.layer.get_config() == wrapper.layer.get_config()
 
 
+def test_reapply_masks_for_optimizers_that_ignore_constraints():
+    from tfprune import reapply_masks
+
+    model = small_model()
+    layer = prunable_layers(model)[0]
+    layer.prune_to(0.5)
+    pruned = layer.mask.numpy() == 0
+    layer.kernel.assign(tf.ones_like(layer.kernel))  # as an optimizer without constraints could leave it
+    reapply_masks(model)
+    kernel = layer.kernel.numpy()
+    assert (kernel[pruned] == 0).all() and (kernel[~pruned] == 1).all()
+
+
 def test_rejects_non_dense():
     with pytest.raises(ValueError, match="PrunableDense wraps a tf_keras.layers.Dense, got .*Conv2D"):
         PrunableDense(keras.layers.Conv2D(3, 3))
@@ -93,6 +107,8 @@ def test_strip_gives_plain_dense_with_same_outputs_and_zeros():
     report = sparsity_report(stripped)
     assert [row["zeros"] for row in report["tensors"]] == [320, 256, 0]
     assert report["total"]["zeros"] == 576
+    table = format_report(report).splitlines()
+    assert table[2].split("|")[3].strip() == "320" and table[-1].startswith("| **total** | 1,216 weights | 576 |")
 
 
 def test_strip_nested_and_sequential_models():

@@ -33,6 +33,7 @@ def test_constant_and_one_shot():
 def test_dict_and_json_round_trip(schedule):
     assert schedules.from_dict(schedules.to_dict(schedule)) == schedule
     assert schedules.from_json(json.dumps(schedules.to_dict(schedule))) == schedule
+    assert schedules.from_json(schedules.to_json(schedule)) == schedule
 
 
 @pytest.mark.parametrize("kwargs, message", [

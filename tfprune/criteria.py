@@ -37,11 +37,6 @@ class Pattern:
         if self.n >= self.m:
             raise ValueError(f"N:M needs 1 <= n < m, got n={self.n}, m={self.m}")
 
-    @property
-    def max_sparsity(self) -> float:
-        """N:M cannot prune more than (m - n) / m; the other patterns keep at least one group."""
-        return (self.m - self.n) / self.m if self.name == "nm" else 1.0
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -5,10 +5,6 @@ import numpy as np
 import tf_keras as keras
 
 
-def nonzero_fraction(array: np.ndarray) -> float:
-    return float(np.count_nonzero(array)) / array.size
-
-
 def tensor_label(wrapper) -> str:
     """A readable name for a wrapped kernel in logs and plots: the wrapper's `label` if the injector set one
     (bert.py uses "layer_0/ffn_up"), else the kernel's variable path without the wrapper's own scope,
