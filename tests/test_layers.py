@@ -123,6 +123,27 @@ def test_strip_nested_and_sequential_models():
     assert int((stripped.get_layer("inner").get_layer("inner_dense").kernel.numpy() == 0).sum()) == 80
 
 
+def test_strip_subclassed_submodel_inside_a_functional_model():
+    class Block(keras.Model):
+        def __init__(self):
+            super().__init__(name="block")
+            self.proj = PrunableDense(keras.layers.Dense(8, name="proj"))
+
+        def call(self, inputs):
+            return self.proj(inputs)
+
+    inputs = keras.Input((20,))
+    outer = keras.Model(inputs, PrunableDense(keras.layers.Dense(3, name="head"))(Block()(inputs)))
+    for layer in prunable_layers(outer):
+        layer.prune_to(0.5)
+    before = outer(X[:4]).numpy()
+    stripped = strip_model(outer)
+    assert prunable_layers(stripped) == []
+    np.testing.assert_allclose(stripped(X[:4]).numpy(), before, atol=1e-6)
+    assert int((stripped.get_layer("block").proj.kernel.numpy() == 0).sum()) == 80
+    assert int((stripped.get_layer("head").kernel.numpy() == 0).sum()) == 12
+
+
 def test_save_and_load_keep_masks_and_weights(tmp_path):
     model = small_model("block")
     for layer in prunable_layers(model):

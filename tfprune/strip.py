@@ -33,28 +33,20 @@ def strip_model(model):
     live as attributes of a parent layer and the Dense is put back there, with its original variables, so
     weight names and `save_pretrained` are as before wrapping.
     """
-    from tfprune.layers import prunable_layers
-
-    wrappers = prunable_layers(model)
-    for wrapper in wrappers:
-        wrapper.bake()
-    return _unwrap(model, wrappers)
-
-
-def _unwrap(model, wrappers):
-    from tfprune.layers import PrunableDense
+    from tfprune.layers import PrunableDense, prunable_layers
 
     if isinstance(model, PrunableDense):
-        return model.layer
+        return model.bake()
     if isinstance(model, keras.Model) and (model._is_graph_network or isinstance(model, keras.Sequential)):
-        def reuse(layer):
-            if isinstance(layer, PrunableDense) or (isinstance(layer, keras.Model) and _has_wrappers(layer)):
-                return _unwrap(layer, wrappers)
+        def reuse(layer):  # every level strips its own wrappers
+            if isinstance(layer, PrunableDense) or (isinstance(layer, keras.Model) and prunable_layers(layer)):
+                return strip_model(layer)
             return layer
 
         return keras.models.clone_model(model, clone_function=reuse)
-    for wrapper in wrappers:
-        for parent in model.submodules:
+    for wrapper in prunable_layers(model):
+        wrapper.bake()
+        for parent in (model, *model.submodules):  # the owner may be the model itself
             if parent is not wrapper and _replace_attribute(parent, wrapper, wrapper.layer):
                 break
         else:
@@ -62,10 +54,10 @@ def _unwrap(model, wrappers):
     return model
 
 
-def _has_wrappers(model) -> bool:
-    from tfprune.layers import prunable_layers
-
-    return bool(prunable_layers(model))
+def zero_fraction(variables) -> float:
+    """Fraction of zeros over `variables` taken together, read from the values (not from masks)."""
+    zeros = sum(int(np.prod(v.shape)) - int(np.count_nonzero(np.asarray(v))) for v in variables)
+    return zeros / sum(int(np.prod(v.shape)) for v in variables)
 
 
 def sparsity_report(model, only_pruned: bool = False) -> dict:
