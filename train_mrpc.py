@@ -127,7 +127,7 @@ def main(argv=None):
     from tfprune import plots
     from tfprune.callbacks import GradualPruningCallback
     from tfprune.schedules import PolynomialDecay, to_dict
-    from tfprune.strip import format_report, sparsity_report, strip_model
+    from tfprune.strip import format_report, sparsity_report, strip_model, zero_fraction
     from tfprune.trainer import EpochCheckpoint, EvalAndLog, evaluate
 
     keras.utils.set_random_seed(args.seed)
@@ -170,8 +170,8 @@ def main(argv=None):
         final = evaluate(model, dev)
         pruned = sparsity_report(model, only_pruned=True) if wrappers else None
         strip_model(model)
-        ffn_sparsity = bert.zero_fraction(bert.ffn_kernels(model))
-        encoder_sparsity = bert.zero_fraction([w for w in model.weights if "/encoder/" in w.name and len(w.shape) == 2])
+        ffn_sparsity = zero_fraction(bert.ffn_kernels(model))
+        encoder_sparsity = zero_fraction([w for w in model.weights if "/encoder/" in w.name and len(w.shape) == 2])
         model_dir = os.path.join(out, "model")
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)

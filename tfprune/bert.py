@@ -116,11 +116,6 @@ def ffn_kernels(model) -> list:
     return [dense.kernel for layer in encoder_layers(model) for dense in (layer.intermediate.dense, layer.bert_output.dense)]
 
 
-def zero_fraction(variables) -> float:
-    zeros = sum(int(np.prod(v.shape)) - int(np.count_nonzero(v.numpy())) for v in variables)
-    return zeros / sum(int(np.prod(v.shape)) for v in variables)
-
-
 def _targets(layer, scope: str) -> list[tuple[object, str, str]]:
     """(parent, attribute, short name) of every Dense to wrap in one encoder layer."""
     ffn = [(layer.intermediate, "dense", "ffn_up"), (layer.bert_output, "dense", "ffn_down")]
@@ -186,17 +181,18 @@ def weight_summary(model) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"BERT: {summary['layers']} layers, hidden {summary['hidden_size']}, FFN {summary['intermediate_size']}, "
-             f"{summary['heads']} heads", "", "| part | parameters |", "|---|---:|",
-             f"| embeddings | {summary.get('embeddings', 0):,} |"]
-    for part, count in summary["per_layer"].items():
-        lines.append(f"| per encoder layer: {part} | {count:,} |")
-    lines += [f"| encoder ({summary['layers']} layers) | {summary['encoder']:,} |",
-              f"| pooler | {summary.get('pooler', 0):,} |", f"| classifier | {summary.get('classifier', 0):,} |",
-              f"| **total** | {summary['total']:,} |", "",
-              f"FFN (up + down) kernels and biases: {summary['ffn']:,} = {100 * summary['ffn_share_of_encoder']:.1f} % of the "
-              f"encoder, {100 * summary['ffn_share_of_total']:.1f} % of the model.",
-              "Best pruning candidates: the FFN kernels, the largest matrices in every layer and the least sensitive "
-              "ones; the embedding table is large but a lookup (pruning it saves memory, not compute); LayerNorms, "
-              "biases, the pooler and the classifier are tiny and sensitive."]
-    return "\n".join(lines)
+    from tfprune.cli import markdown_table
+
+    rows = [["embeddings", f"{summary.get('embeddings', 0):,}"]]
+    rows += [[f"per encoder layer: {part}", f"{count:,}"] for part, count in summary["per_layer"].items()]
+    rows += [[f"encoder ({summary['layers']} layers)", f"{summary['encoder']:,}"],
+             ["pooler", f"{summary.get('pooler', 0):,}"], ["classifier", f"{summary.get('classifier', 0):,}"],
+             ["**total**", f"{summary['total']:,}"]]
+    return "\n".join([
+        f"BERT: {summary['layers']} layers, hidden {summary['hidden_size']}, FFN {summary['intermediate_size']}, "
+        f"{summary['heads']} heads", "", markdown_table(["part", "parameters>"], rows), "",
+        f"FFN (up + down) kernels and biases: {summary['ffn']:,} = {100 * summary['ffn_share_of_encoder']:.1f} % of the "
+        f"encoder, {100 * summary['ffn_share_of_total']:.1f} % of the model.",
+        "Best pruning candidates: the FFN kernels, the largest matrices in every layer and the least sensitive "
+        "ones; the embedding table is large but a lookup (pruning it saves memory, not compute); LayerNorms, "
+        "biases, the pooler and the classifier are tiny and sensitive."])

@@ -13,6 +13,7 @@ from tfprune.layers import prunable_layers
 from tfprune.mlp import build_mlp, network_kernels
 from tfprune.regularizers import PruningFriendly
 from tfprune.schedules import PolynomialDecay
+from tfprune.strip import zero_fraction
 
 KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 METHODS = {"weight": "unstructured", "unit": "unit"}
@@ -62,9 +63,7 @@ def measured_sparsity(model: keras.Model) -> tuple[float, float]:
     """(fraction of zeros over the four prunable kernels, over all five kernels: the whole network, which
     has no biases). Read from the kernels, not the masks."""
     kernels = [k.numpy() for k in network_kernels(model)]
-    zeros = [k.size - np.count_nonzero(k) for k in kernels]
-    sizes = [k.size for k in kernels]
-    return sum(zeros[:-1]) / sum(sizes[:-1]), sum(zeros) / sum(sizes)
+    return zero_fraction(kernels[:-1]), zero_fraction(kernels)
 
 
 def fine_tune(dense: keras.Model, method: str, k: int, x, y, epochs: int, batch_size: int, learning_rate: float,

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 import tfprune  # noqa: F401  (tf-keras before TensorFlow)
 from tfprune import cli
+from tfprune.speed import latency_ms
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 PARITY_TOLERANCE = 1e-4
@@ -122,18 +121,6 @@ def file_sizes(path: str) -> dict:
     return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=6))}
 
 
-def latency_ms(call, runs: int, warmup: int = 5) -> dict:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))], "runs": runs}
-
-
 def quantize_int8(fp32_path: str, int8_path: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -218,6 +205,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+# Run with `python -c` in a bare process (no tfprune, no TensorFlow), so it repeats speed.latency_ms's loop.
 _ORT_TIMER = """
 import json, statistics, sys, time
 import numpy as np, onnxruntime as ort

@@ -88,14 +88,20 @@ def sparse_forward(kernels: list[np.ndarray], dense_last: bool = True):
     return forward
 
 
-def median_latency_ms(forward, x: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
-    """Median wall time of forward(x) in ms over `runs` calls after `warmup` calls (tracing included there)."""
-    x = tf.constant(x)
+def latency_ms(call, runs: int = 20, warmup: int = 3) -> dict:
+    """Wall time of call() in ms over `runs` calls after `warmup` calls (tracing included there): p50, p90."""
     for _ in range(warmup):
-        forward(x).numpy()
+        call()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        forward(x).numpy()
+        call()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    times.sort()
+    return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))], "runs": runs}
+
+
+def median_latency_ms(forward, x: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
+    """Median ms of forward(x), the result fetched to the host."""
+    x = tf.constant(x)
+    return latency_ms(lambda: forward(x).numpy(), runs, warmup)["p50"]
