@@ -41,7 +41,7 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
     fp32, int8 = export.session(str(tmp_path / "model.onnx")), export.session(str(tmp_path / "model.int8.onnx"))
     rng = np.random.default_rng(0)
     for batch, length in ((1, 7), (3, 19)):  # dynamic batch and sequence axes
-        feed = {"input_ids": rng.integers(5, 100, (batch, length)), "attention_mask": np.ones((batch, length), np.int64),
+        feed = {"input_ids": rng.integers(5, model.config.vocab_size, (batch, length)), "attention_mask": np.ones((batch, length), np.int64),
                 "token_type_ids": np.zeros((batch, length), np.int64)}
         expected = model({k: tf.constant(v, tf.int32) for k, v in feed.items()}).logits.numpy()
         got = fp32.run(["logits"], export.ort_feed(fp32, feed))[0]
