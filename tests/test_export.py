@@ -14,6 +14,10 @@ from tests.test_cli import assert_one_line_error, run
 def pruned_tiny_dir(tiny_bert_dir, tmp_path_factory):
     """The tiny BERT with 60 %-pruned FFN kernels, stripped and saved in HF layout."""
     model, tokenizer, _ = bert.load_classifier(tiny_bert_dir)
+    rng = np.random.default_rng(3)
+    for weight in model.weights:  # biases and LayerNorm shifts as a trained model has them, not zeros
+        if len(weight.shape) == 1:
+            weight.assign(weight + rng.normal(0, 0.1, weight.shape).astype(np.float32))
     for wrapper in bert.inject(model, "ffn"):
         wrapper.prune_to(0.6)
     strip_model(model)
@@ -31,6 +35,8 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
     assert report["parity"]["max_abs_logit_diff"] <= 1e-4
     assert report["zeros"]["tf"] == report["zeros"]["onnx"] >= 4 * round(0.6 * 32 * 64)
     assert report["dev"]["identical_predictions_fp32_vs_tf"] == 1.0
+    assert report["fusion"]["used"] and report["fusion"]["max_abs_logit_diff"] <= 1e-4
+    assert report["dev"]["fp32_fused"] == report["dev"]["fp32"]
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     assert "Erf" in {node.op_type for node in graph.node}  # GELU made it through (Erfc handled)
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
@@ -38,17 +44,43 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
     from transformers import TFBertForSequenceClassification
 
     model = TFBertForSequenceClassification.from_pretrained(pruned_tiny_dir)
-    fp32, int8 = export.session(str(tmp_path / "model.onnx")), export.session(str(tmp_path / "model.int8.onnx"))
+    sessions = {name: export.session(str(tmp_path / f"model{suffix}.onnx"))
+                for name, suffix in (("fp32", ""), ("fused", ".fused"), ("int8", ".int8"))}
     rng = np.random.default_rng(0)
-    for batch, length in ((1, 7), (3, 19)):  # dynamic batch and sequence axes
-        feed = {"input_ids": rng.integers(5, model.config.vocab_size, (batch, length)), "attention_mask": np.ones((batch, length), np.int64),
-                "token_type_ids": np.zeros((batch, length), np.int64)}
+    for batch, length in ((1, 7), (3, 19)):  # dynamic batch and sequence axes, padding in the second
+        mask = np.ones((batch, length), np.int64)
+        mask[1:, length // 2:] = 0
+        feed = {"input_ids": rng.integers(5, model.config.vocab_size, (batch, length)), "attention_mask": mask,
+                "token_type_ids": (np.arange(length) >= length // 3).astype(np.int64)[None].repeat(batch, 0)}
         expected = model({k: tf.constant(v, tf.int32) for k, v in feed.items()}).logits.numpy()
-        got = fp32.run(["logits"], export.ort_feed(fp32, feed))[0]
-        assert got.shape == (batch, 2)
-        np.testing.assert_allclose(got, expected, atol=1e-4)
-        assert np.isfinite(int8.run(["logits"], export.ort_feed(int8, feed))[0]).all()
+        for name in ("fp32", "fused"):
+            got = sessions[name].run(["logits"], export.ort_feed(sessions[name], feed))[0]
+            assert got.shape == (batch, 2)
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+        int8 = sessions["int8"].run(["logits"], export.ort_feed(sessions["int8"], feed))[0]
+        assert np.isfinite(int8).all()
     assert json.loads((tmp_path / "onnx_report.json").read_text())["zeros"]["onnx"] == report["zeros"]["onnx"]
+
+
+def test_bert_fusion_gives_ort_one_kernel_per_block(pruned_tiny_dir, tmp_path):
+    """The rewrites in onnx_fusion are what let ORT fuse a tf2onnx BERT: every layer's attention in one
+    Attention node, LayerNorms as SkipLayerNormalization, GELU with its bias; INT8 then quantizes attention."""
+    from transformers import TFBertForSequenceClassification
+
+    from tfprune.onnx_fusion import optimize_bert
+
+    model = TFBertForSequenceClassification.from_pretrained(pruned_tiny_dir)
+    export.export_bert(model, str(tmp_path / "model.onnx"))
+    config = model.config
+    result = optimize_bert(str(tmp_path / "model.onnx"), str(tmp_path / "fused.onnx"), config.num_attention_heads,
+                           config.hidden_size)
+    layers = config.num_hidden_layers
+    assert result["rewrites"] == {"reduce_mean": 2 * (2 * layers + 1), "tensordot": 6 * layers, "gelu": layers, "mask": 2}
+    assert result["fused"] == {"EmbedLayerNormalization": 1, "Attention": layers, "BiasGelu": layers,
+                               "SkipLayerNormalization": 2 * layers}
+    export.quantize_int8(str(tmp_path / "fused.onnx"), str(tmp_path / "int8.onnx"))
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert {"QAttention", "MatMulInteger"} <= ops and "Erf" not in ops
 
 
 def test_mlp_export_dense_and_pruned_parity(tmp_path):
