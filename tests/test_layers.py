@@ -38,6 +38,25 @@ def test_forward_uses_kernel_times_mask():
     np.testing.assert_allclose(wrapper(x).numpy(), x @ (wrapper.kernel.numpy() * mask), atol=1e-6)
 
 
+def test_gradient_passes_the_mask_straight_through():
+    """Pruned weights see the dense gradient (the constraint discards what it would do); kept ones see
+    exactly what a Dense holding the masked kernel would give them."""
+    wrapper = PrunableDense(keras.layers.Dense(3, use_bias=False))
+    wrapper.build((None, 4))
+    wrapper.set_mask(np.array([[1, 0, 1]] * 4, np.float32))
+    plain = keras.layers.Dense(3, use_bias=False)
+    plain.build((None, 4))
+    plain.kernel.assign(wrapper.kernel)
+    x = tf.constant(rng.standard_normal((5, 4)).astype(np.float32))
+    grads = []
+    for layer in (wrapper, plain):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(x) - 1.0))
+        grads.append(tape.gradient(loss, layer.kernel).numpy())
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-6)
+    assert np.all(grads[0][:, 1] != 0)
+
+
 @pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(0.05), lambda: keras.optimizers.AdamW(0.05, weight_decay=0.01),
                                        lambda: keras.optimizers.legacy.Adam(0.05)])
 def test_pruned_weights_stay_exactly_zero_through_adam_steps(optimizer):

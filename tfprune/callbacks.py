@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfprune.criteria import global_keep_masks, keep_mask
+from tfprune.criteria import global_keep_masks, keep_mask, magnitude_threshold, pruned_count
 from tfprune.layers import PrunableDense, prunable_layers
 from tfprune.schedules import Schedule
 from tfprune.strip import tensor_label
@@ -43,7 +43,7 @@ class PruningStep:
                              f"{sorted({layer.pattern.name for layer in self.layers})}")
         self.last_update_step = None
         self._count = None
-        self._install = None
+        self._install = self._install_above = None
         self._counts_at_update = None
 
     def update(self, step: int) -> bool:
@@ -51,23 +51,39 @@ class PruningStep:
         if not self.schedule.should_update(step) or step == self.last_update_step:
             return False
         sparsity = self.schedule.sparsity_at(step)
-        kernels = [layer.kernel.numpy() for layer in self.layers]
-        if self.global_ranking:
-            masks = global_keep_masks(kernels, sparsity, self.layers[0].pattern)
-        else:  # numpy releases the GIL in its loops, and TensorFlow is idle here: use every core
-            masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels), [l.pattern for l in self.layers]))
-        # What the kernels will hold once the masks are in, counted here rather than read back afterwards.
-        self._counts_at_update = np.array([np.count_nonzero(m) - np.count_nonzero(m & (k == 0))
-                                           for k, m in zip(kernels, masks)])
-        if self._install is None:  # all layers in one graph call: this runs every few steps
+        # |kernel| in place on the copies: every criterion ranks by magnitude, and zeros stay zeros
+        kernels = [np.abs(k, out=k) for k in (layer.kernel.numpy() for layer in self.layers)]
+        if self._install is None:  # all layers in one graph call each: this runs every few steps
             self._install = tf.function(self._install_masks, reduce_retracing=True)
-        self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
+            self._install_above = tf.function(self._install_thresholds, reduce_retracing=True)
+        found = None
+        if not self.global_ranking and all(layer.pattern.name == "unstructured" for layer in self.layers):
+            # numpy finds each threshold; TensorFlow, on every core, compares and installs. Exact unless
+            # weights tie at a threshold: then numpy's masks, which break ties, are installed instead.
+            found = list(_pool().map(magnitude_threshold, [k.ravel() for k in kernels], [sparsity] * len(kernels)))
+        if found and not any(surplus for _, surplus in found) and min(t for t, _ in found) >= 0:
+            thresholds = tf.constant([t for t, _ in found], tf.float32)
+            self._install_above(thresholds, tf.constant(sparsity, tf.float32))
+            # each kept weight is above a threshold >= 0, so non-zero; every other one is now zero
+            counts = [k.size - pruned_count(k.size, sparsity) for k in kernels]
+        else:
+            if self.global_ranking:
+                masks = global_keep_masks(kernels, sparsity, self.layers[0].pattern)
+            else:  # numpy releases the GIL in its loops, and TensorFlow is idle here: use every core
+                masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels),
+                                         [layer.pattern for layer in self.layers]))
+            self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
+            counts = [np.count_nonzero(m) - np.count_nonzero(m & (k == 0)) for k, m in zip(kernels, masks)]
+        self._counts_at_update = np.array(counts)  # what the kernels hold once the masks are in
         self.last_update_step = step
         return True
 
     def _install_masks(self, masks, sparsity):
         for layer, mask in zip(self.layers, masks):
             layer._install_mask(mask, sparsity)
+
+    def _install_thresholds(self, thresholds, sparsity):
+        self._install_masks([tf.abs(layer.kernel) > thresholds[i] for i, layer in enumerate(self.layers)], sparsity)
 
     def nonzero_counts(self, step: int | None = None) -> np.ndarray:
         """Non-zero count of every pruned kernel (what the optimizer actually left), in one graph call; at

@@ -108,39 +108,62 @@ def choose_pruned(scores: np.ndarray, sizes: np.ndarray, target: float) -> np.nd
     return pruned
 
 
-def kth_smallest(values: np.ndarray, k: int) -> float:
-    """The k-th smallest (1-based) of a flat array, exactly, in about two passes over it.
+def kth_smallest(values: np.ndarray, k: int) -> tuple[float, int]:
+    """(the k-th smallest (1-based) of a flat array, how many values are <= it), exactly, in about two
+    passes over the array: the callback runs this every few steps on millions of weights.
 
     A sample brackets the answer in a narrow band; elements below the band are only counted and the band
     alone is partitioned. If the band misses (unlucky sample), a full partition gives the same answer.
     Zeros are common (weights pruned earlier) and partitioning millions of ties is slow, so they never are.
     """
     n = values.size
-    zeros = n - int(np.count_nonzero(values))
-    if k <= zeros:
-        return 0.0
     if n > 100_000:
-        sample = values[np.random.default_rng(k).integers(0, n, 4096)]
-        low, high = np.quantile(sample, [max(0.0, k / n - 0.03), min(1.0, k / n + 0.03)])
+        sample = values[np.random.default_rng(k).integers(0, n, 16_384)]
+        share = k / n  # the band spans 5 standard errors of the sample quantile either side
+        margin = 5 * np.sqrt(share * (1 - share) / sample.size) + 1e-3
+        low, high = np.quantile(sample, [max(0.0, share - margin), min(1.0, share + margin)])
         low = max(low, np.finfo(values.dtype).tiny)  # zeros are counted below the band, never partitioned
         below = int(np.count_nonzero(values < low))
         if below < k:
             band = values[(values >= low) & (values <= high)]
             if k - below <= band.size:
-                return float(np.partition(band, k - below - 1)[k - below - 1])
-    return float(np.partition(values[values != 0], k - zeros - 1)[k - zeros - 1])
+                return _select(band, k - below, below)
+    zeros = n - int(np.count_nonzero(values))
+    if k <= zeros:
+        return 0.0, zeros
+    return _select(values[values != 0], k - zeros, zeros)
+
+
+def _select(values: np.ndarray, k: int, offset: int) -> tuple[float, int]:
+    """kth_smallest within `values`, which `offset` smaller elements precede."""
+    part = np.partition(values, k - 1)
+    kth = part[k - 1]
+    return float(kth), offset + k + int(np.count_nonzero(part[k:] == kth))
+
+
+def pruned_count(size: int, sparsity: float) -> int:
+    """Weights an unstructured mask prunes: the nearest count, one weight always kept."""
+    return min(int(sparsity * size + 0.5), size - 1)
+
+
+def magnitude_threshold(magnitudes: np.ndarray, sparsity: float) -> tuple[float, int]:
+    """(t, surplus) for |kernel| given flat: pruning every magnitude <= t prunes the exact count
+    `sparsity` asks for plus `surplus` weights tied at t. When surplus is 0, `|kernel| > t` is the whole
+    unstructured mask, which PruningStep then computes in TensorFlow without handing a mask over."""
+    _check_sparsity(sparsity)
+    count = pruned_count(magnitudes.size, sparsity)
+    if count == 0:
+        return -1.0, 0
+    threshold, at_or_below = kth_smallest(magnitudes, count)
+    return threshold, at_or_below - count
 
 
 def _unstructured_keep(kernel: np.ndarray, sparsity: float) -> np.ndarray:
-    """Exact magnitude mask without a sort (the callback runs this every few steps on millions of weights):
-    threshold by selection, then ties at the threshold pruned in index order up to the exact count."""
+    """Exact magnitude mask without a sort: threshold by selection, then weights tied at the threshold
+    pruned in index order up to the exact count."""
     flat = np.abs(kernel).ravel()
-    count = min(int(sparsity * flat.size + 0.5), flat.size - 1)
-    if count == 0:
-        return np.ones(kernel.shape, bool)
-    threshold = kth_smallest(flat, count)
+    threshold, surplus = magnitude_threshold(flat, sparsity)
     keep = flat > threshold
-    surplus = flat.size - int(np.count_nonzero(keep)) - count  # weights tied at the threshold beyond count
     if surplus:
         keep[np.flatnonzero(flat == threshold)[-surplus:]] = True
     return keep.reshape(kernel.shape)
