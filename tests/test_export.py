@@ -34,7 +34,7 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
     report = export.export_and_report(pruned_tiny_dir, str(tmp_path), dev, runs=3, speed=False)
     assert report["parity"]["max_abs_logit_diff"] <= 1e-4
     assert report["zeros"]["tf"] == report["zeros"]["onnx"] >= 4 * round(0.6 * 32 * 64)
-    assert report["dev"]["identical_predictions_fp32_vs_tf"] == 1.0
+    assert report["dev"]["identical_predictions_fp32_vs_tf"] == report["dev"]["identical_predictions_fp32_fused_vs_tf"] == 1.0
     assert report["fusion"]["used"] and report["fusion"]["max_abs_logit_diff"] <= 1e-4
     assert report["dev"]["fp32_fused"] == report["dev"]["fp32"]
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
