@@ -81,13 +81,25 @@ def export_keras_checked(model, path: str, sample: np.ndarray) -> dict:
     export_keras(model, path)
     sess = session(path)
     got = sess.run(None, {sess.get_inputs()[0].name: sample.astype(np.float32)})[0]
-    max_diff = float(np.abs(got - model(sample).numpy()).max())
-    if max_diff > PARITY_TOLERANCE:
-        raise ValueError(f"ONNX parity failed for {path}: max |logit difference| {max_diff:.2e} > {PARITY_TOLERANCE:g}")
-    zeros = initializer_zeros(path, [w.numpy() for w in model.weights if len(w.shape) == 2])
-    if any(z["onnx_zeros"] != z["tf_zeros"] for z in zeros):
-        raise ValueError(f"ONNX export {path} lost zeros")
+    max_diff = checked_parity(model(sample).numpy(), got, path)
+    zeros = checked_zeros(path, [w.numpy() for w in model.weights if len(w.shape) == 2])
     return {"max_abs_logit_diff": max_diff, "zeros": sum(z["onnx_zeros"] for z in zeros), **file_sizes(path)}
+
+
+def checked_parity(expected: np.ndarray, got: np.ndarray, what: str) -> float:
+    """max |expected - got|, raising when it exceeds PARITY_TOLERANCE."""
+    max_diff = float(np.abs(expected - got).max())
+    if max_diff > PARITY_TOLERANCE:
+        raise ValueError(f"ONNX parity failed for {what}: max |logit difference| {max_diff:.2e} > {PARITY_TOLERANCE:g}")
+    return max_diff
+
+
+def checked_zeros(path: str, kernels: list[np.ndarray]) -> list[dict]:
+    """initializer_zeros, raising when a kernel's zeros are not all in the ONNX file."""
+    zeros = initializer_zeros(path, kernels)
+    if any(z["onnx_zeros"] != z["tf_zeros"] for z in zeros):
+        raise ValueError(f"ONNX export {path} lost zeros: a kernel's zero count differs in the ONNX initializers")
+    return zeros
 
 
 def session(path: str, threads: int | None = None):
@@ -149,12 +161,12 @@ def _batched(run, tokenizer, pairs, batch_size: int = 64) -> np.ndarray:
 
 def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, tokenizer=None, model=None,
                       pairs: list[tuple[str, str]] = (), runs: int = 50, speed: bool = True) -> dict:
-    """Export `model_dir` (HF layout) to out_dir/model.onnx and out_dir/model.int8.onnx, check parity and
-    zeros, run the demo, dev metrics and the speed comparison; write out_dir/onnx_report.json."""
+    """Export `model_dir` (HF layout) to out_dir/model.onnx, model.fused.onnx and model.int8.onnx, check
+    parity and zeros, run the demo, dev metrics and the speed comparison; write out_dir/onnx_report.json."""
     import tensorflow as tf
     from transformers import AutoTokenizer, TFBertForSequenceClassification
 
-    from tfprune.trainer import classification_metrics
+    from tfprune.trainer import classification_metrics, logits_function
 
     if model is None:
         model = TFBertForSequenceClassification.from_pretrained(model_dir)
@@ -164,7 +176,7 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, token
              for name, suffix in (("fp32", ""), ("fp32_fused", ".fused"), ("int8", ".int8"))}
     export_bert(model, paths["fp32"])
     threads = os.cpu_count()
-    tf_logits_fn = tf.function(lambda f: model(f, training=False).logits, reduce_retracing=True)
+    tf_logits_fn = logits_function(model)
 
     def tf_run(features):
         return tf_logits_fn({k: tf.constant(v) for k, v in features.items()}).numpy()
@@ -177,17 +189,14 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, token
     tf_parity = _batched(tf_run, tokenizer, parity_pairs)
     sessions = {"fp32": session(paths["fp32"], threads)}
     ort_parity = _batched(ort_run("fp32"), tokenizer, parity_pairs)
-    max_diff = float(np.abs(tf_parity - ort_parity).max())
-    if max_diff > PARITY_TOLERANCE:
-        raise ValueError(f"ONNX parity failed: max |logit difference| {max_diff:.2e} > {PARITY_TOLERANCE:g}")
+    max_diff = checked_parity(tf_parity, ort_parity, paths["fp32"])
     fusion = _fuse(model.config, paths, sessions, threads,
-                   lambda: float(np.abs(tf_parity - _batched(ort_run("fp32_fused"), tokenizer, parity_pairs)).max()))
-    quantize_int8(paths["fp32_fused"] if fusion["used"] else paths["fp32"], paths["int8"])
+                   lambda: checked_parity(tf_parity, _batched(ort_run("fp32_fused"), tokenizer, parity_pairs),
+                                          paths["fp32_fused"]))
+    quantize_int8(paths.get("fp32_fused", paths["fp32"]), paths["int8"])
     sessions["int8"] = session(paths["int8"], threads)
     kernels = [w.numpy() for w in model.weights if len(w.shape) == 2 and "/encoder/" in w.name]
-    zeros = initializer_zeros(paths["fp32"], kernels)
-    if any(row["onnx_zeros"] != row["tf_zeros"] for row in zeros):
-        raise ValueError("ONNX export lost zeros: an encoder kernel's zero count differs in the ONNX initializers")
+    zeros = checked_zeros(paths["fp32"], kernels)
 
     probabilities = _softmax(ort_parity[:len(demo_pairs)])
     report = {
@@ -198,7 +207,7 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, token
         "demo": [{"sentence1": a, "sentence2": b, "label": "paraphrase" if p[1] >= 0.5 else "not paraphrase",
                   "probability_paraphrase": float(p[1])} for (a, b), p in zip(demo_pairs, probabilities)],
         "fusion": fusion,
-        "sizes": {name: file_sizes(path) for name, path in paths.items() if name in sessions},
+        "sizes": {name: file_sizes(path) for name, path in paths.items()},
     }
     if dev_rows:
         dev_pairs, labels = [(a, b) for a, b, _ in dev_rows], np.array([label for _, _, label in dev_rows])
@@ -211,31 +220,30 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, token
                 report["dev"][f"identical_predictions_{name}_vs_tf"] = float(np.mean(predictions[name] == predictions["tf"]))
     if speed:
         sessions.clear()  # their idle thread pools would compete with the timed processes
-        report["speed"] = _speed(tf_run, {name: paths[name] for name in paths if name in report["sizes"]},
-                                 tokenizer, runs, threads, out_dir)
+        report["speed"] = _speed(tf_run, paths, tokenizer, runs, threads, out_dir)
     cli.write_json(os.path.join(out_dir, "onnx_report.json"), report)
     print(format_report(report))
     return report
 
 
 def _fuse(config, paths: dict, sessions: dict, threads: int, parity) -> dict:
-    """ORT's BERT fusions on a copy of the export (onnx_fusion); kept only if it loads and holds parity,
-    otherwise INT8 is made from the plain export and the reason is reported."""
+    """ORT's BERT fusions on a copy of the export (onnx_fusion), kept only if it loads and holds parity
+    (`parity` raises otherwise). If not, the fused model leaves `paths` and `sessions`, so INT8 is made
+    from the plain export, and the report says why."""
     from tfprune.onnx_fusion import optimize_bert
 
     try:
         fusion = optimize_bert(paths["fp32"], paths["fp32_fused"], config.num_attention_heads, config.hidden_size)
         sessions["fp32_fused"] = session(paths["fp32_fused"], threads)
         fusion["max_abs_logit_diff"] = parity()
-    except Exception as error:  # an unfamiliar graph: fall back, never fail the export for a speed-up
-        fusion = {"error": f"{type(error).__name__}: {error}"}
-    fusion["used"] = fusion.get("max_abs_logit_diff", np.inf) <= PARITY_TOLERANCE
-    if not fusion["used"]:
+        fusion["used"] = True
+    except Exception as error:  # an unfamiliar graph, or drift: fall back, never fail the export for a speed-up
+        fusion = {"error": f"{type(error).__name__}: {error}", "used": False}
         sessions.pop("fp32_fused", None)
-        if os.path.exists(paths["fp32_fused"]):
-            os.remove(paths["fp32_fused"])
-        print(f"warning: ORT fusion not used ({fusion.get('error') or 'parity failed'}); INT8 made from the plain "
-              "export", file=sys.stderr)
+        path = paths.pop("fp32_fused")
+        if os.path.exists(path):
+            os.remove(path)
+        print(f"warning: ORT fusion not used ({fusion['error']}); INT8 made from the plain export", file=sys.stderr)
     return fusion
 
 
@@ -251,7 +259,7 @@ import numpy as np, onnxruntime as ort
 path, feeds_path, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 options = ort.SessionOptions()
 options.intra_op_num_threads = threads
-options.add_session_config_entry("session.set_denormal_as_zero", "1")
+options.add_session_config_entry(*sys.argv[5:7])
 sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 feeds = np.load(feeds_path)
 result = {}
@@ -276,14 +284,14 @@ def _ort_latency(path: str, feeds_path: str, runs: int, threads: int) -> dict:
     import json
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", _ORT_TIMER, path, feeds_path, str(runs), str(threads)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _ORT_TIMER, path, feeds_path, str(runs), str(threads),
+                          *FLUSH_DENORMALS], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _speed(tf_run, paths: dict, tokenizer, runs: int, threads: int, out_dir: str) -> dict:
     """Latency at batch 1 and throughput at batch 32, both padded to 128 tokens, same inputs and thread
-    count for all three engines; TF in this process (graph mode), each ORT model in its own process."""
+    count for every engine; TF in this process (graph mode), each ORT model in its own process."""
     one = _encode(tokenizer, DEMO_PAIRS[:1], pad_to=128)
     many = _encode(tokenizer, (DEMO_PAIRS * 6)[:32], pad_to=128)
     feeds_path = os.path.join(out_dir, "timing_inputs.npz")
@@ -295,6 +303,7 @@ def _speed(tf_run, paths: dict, tokenizer, runs: int, threads: int, out_dir: str
     os.remove(feeds_path)
     result = {name: {"batch1_ms": t["1"], "batch32_ms": t["32"], "batch32_sequences_per_s": 32e3 / t["32"]["p50"]}
               for name, t in timings.items()}
+
     def ratio(slow, fast, batch):
         return result[slow][f"batch{batch}_ms"]["p50"] / result[fast][f"batch{batch}_ms"]["p50"]
 
@@ -309,7 +318,7 @@ def _speed(tf_run, paths: dict, tokenizer, runs: int, threads: int, out_dir: str
 
 def _fusion_line(fusion: dict) -> str:
     if not fusion["used"]:
-        return f"ORT fusion not used: {fusion.get('error') or 'parity failed'}"
+        return f"ORT fusion not used: {fusion['error']}"
     return (f"ORT fusion: {', '.join(f'{n} {op}' for op, n in fusion['fused'].items())}; "
             f"max |Δlogit| vs TF {fusion['max_abs_logit_diff']:.2e}")
 

@@ -18,12 +18,19 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     return {"accuracy": float(np.mean(predictions == labels)), "f1": float(f1)}
 
 
-def predict_logits(model, batches) -> np.ndarray:
-    """Logits for every example of a PairBatches, in order, through a retrace-tolerant tf.function."""
+def logits_function(model):
+    """features -> logits of a HF classifier, as one retrace-tolerant tf.function kept on the model, so
+    evaluation after every epoch and the ONNX parity checks do not trace it again."""
     forward = getattr(model, "_tfprune_forward", None)
     if forward is None:
         forward = tf.function(lambda features: model(features, training=False).logits, reduce_retracing=True)
         model._tfprune_forward = forward
+    return forward
+
+
+def predict_logits(model, batches) -> np.ndarray:
+    """Logits for every example of a PairBatches, in order."""
+    forward = logits_function(model)
     return np.concatenate([forward(batches.batch(i)[0]).numpy() for i in range(len(batches))])
 
 
