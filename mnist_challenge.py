@@ -59,9 +59,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     ks = parse_ks(args.ks)
-    for name in ("epochs", "batch_size", "speed_runs"):
-        if getattr(args, name) < 1:
-            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    cli.require_positive(args, "epochs", "batch_size", "speed_runs")
     if args.finetune_epochs < 0:
         raise cli.UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
 

@@ -99,14 +99,11 @@ def main(argv=None):
         apply_schedule_config(args)
     except Exception as error:  # argparse's type errors come as ArgumentTypeError
         raise cli.UsageError(str(error)) from None
-    for name in ("epochs", "batch_size", "max_seq_length", "frequency"):
-        if getattr(args, name) < 1:
-            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    cli.require_positive(args, "epochs", "batch_size", "max_seq_length", "frequency")
     pattern = pattern_from_args(args)
     from tfprune import bert
 
-    if args.prune_scope not in bert.SCOPES:
-        raise cli.UsageError(f"--prune-scope must be one of {list(bert.SCOPES)}, got {args.prune_scope!r}")
+    bert.check_scope(args.prune_scope)  # before the data and the model are loaded
     dense_run = args.final_sparsity == 0 and args.initial_sparsity == 0
     run_name = args.run_name or ("dense" if dense_run else f"{pattern.name}-{args.final_sparsity:g}")
     output_dir = args.output_dir or os.path.join("logs", "mrpc", run_name)

@@ -124,14 +124,18 @@ def _targets(layer, scope: str) -> list[tuple[object, str, str]]:
     return {"ffn": ffn, "attention": attention, "all": attention + ffn}[scope]
 
 
+def check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise UsageError(f"--prune-scope must be one of {list(SCOPES)}, got {scope!r}")
+
+
 def inject(model, scope: str = "ffn", pattern: Pattern | str = "unstructured") -> list[PrunableDense]:
     """Wrap the Dense layers of `scope` in every encoder layer, in place; return the wrappers in order.
 
     ffn: intermediate.dense (up-projection H -> 4H) and bert_output.dense (down-projection 4H -> H) only.
     attention: query, key, value and the attention output. all: both. Nothing else is touched.
     """
-    if scope not in SCOPES:
-        raise UsageError(f"--prune-scope must be one of {list(SCOPES)}, got {scope!r}")
+    check_scope(scope)
     wrappers = []
     for index, layer in enumerate(encoder_layers(model)):
         for parent, attribute, short in _targets(layer, scope):

@@ -37,6 +37,13 @@ def run(main, argv=None) -> int:
     return 0
 
 
+def require_positive(args, *names: str) -> None:
+    """A UsageError naming the first of `names` (argparse dests) whose value is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
 def sparsity_arg(text: str) -> float:
     """argparse type for a sparsity in [0, 1)."""
     try:
