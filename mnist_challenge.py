@@ -104,15 +104,16 @@ def main(argv=None):
         writer.flush()
 
         # Unit pruning made real: the compacted network must compute the masked network's logits.
-        compaction = []
+        compaction, compacted = [], {}
         for k in ks:
             kernels = [v.numpy() for v in challenge.network_kernels(models["unit", k])]
-            compact = speed.compact_kernels(kernels)
+            compact = compacted[k] = speed.compact_kernels(kernels)
             gap = float(np.abs(speed.dense_forward(compact)(x_test[:512]).numpy()
                                - models["unit", k].predict(x_test[:512], verbose=0)).max())
             compaction.append({"k": k, "hidden_units": [c.shape[1] for c in compact[:-1]], "max_abs_logit_diff": gap})
 
-        speed_rows = [] if args.no_speed else _speed_table(challenge, speed, dense, models, ks, x_test, args.speed_runs)
+        speed_rows = [] if args.no_speed else _speed_table(challenge, speed, dense, models, compacted, x_test,
+                                                           args.speed_runs)
 
         onnx_rows = _export(challenge, dense, models, ks, x_test, os.path.join(out, "onnx")) if args.export_onnx else []
 
@@ -142,8 +143,9 @@ def _row(challenge, model, method, k, fine_tuned, x_test, y_test) -> dict:
             "sparsity_total": total, "accuracy": challenge.accuracy(model, x_test, y_test)}
 
 
-def _speed_table(challenge, speed, dense, models, ks, x_test, runs) -> list[dict]:
-    """Latency (median ms) per k at batch 1 and 256: dense, masked, sparse (weight), compacted (unit)."""
+def _speed_table(challenge, speed, dense, models, compacted, x_test, runs) -> list[dict]:
+    """Latency (median ms) per k at batch 1 and 256: dense, masked, sparse (weight), compacted (unit:
+    `compacted` holds the compacted kernels per k)."""
     from tfprune import prunable_layers
 
     dense_kernels = [v.numpy() for v in challenge.network_kernels(dense)]
@@ -151,15 +153,14 @@ def _speed_table(challenge, speed, dense, models, ks, x_test, runs) -> list[dict
     for batch in (1, 256):
         x = x_test[:batch]
         dense_ms = speed.median_latency_ms(speed.dense_forward(dense_kernels), x, runs)
-        for k in ks:
+        for k, compact in compacted.items():
             weight = models["weight", k]
             weight_kernels = [v.numpy() for v in challenge.network_kernels(weight)]
             masks = [layer.mask.numpy() for layer in prunable_layers(weight)]
-            unit_kernels = [v.numpy() for v in challenge.network_kernels(models["unit", k])]
             row = {"batch": batch, "k": k, "dense_ms": dense_ms,
                    "masked_ms": speed.median_latency_ms(speed.masked_forward(weight_kernels, masks), x, runs),
                    "sparse_ms": speed.median_latency_ms(speed.sparse_forward(weight_kernels), x, runs),
-                   "compacted_ms": speed.median_latency_ms(speed.dense_forward(speed.compact_kernels(unit_kernels)), x, runs)}
+                   "compacted_ms": speed.median_latency_ms(speed.dense_forward(compact), x, runs)}
             row["sparse_speedup"] = dense_ms / row["sparse_ms"]
             row["compacted_speedup"] = dense_ms / row["compacted_ms"]
             rows.append(row)
