@@ -73,7 +73,7 @@ class PruningStep:
                 masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels),
                                          [layer.pattern for layer in self.layers]))
             self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
-            counts = [np.count_nonzero(m) - np.count_nonzero(m & (k == 0)) for k, m in zip(kernels, masks)]
+            counts = [np.count_nonzero(m & (k != 0)) for k, m in zip(kernels, masks)]
         self._counts_at_update = np.array(counts)  # what the kernels hold once the masks are in
         self.last_update_step = step
         return True
