@@ -98,8 +98,9 @@ def collapse_tensordot(g: _Graph) -> int:
         g.remove(unflatten)
         count += 1
     g.refresh()
+    outputs = {o.name for o in g.graph.output}
     g.remove(*[n for n in g.graph.node if n.op_type == "Reshape" and not g.consumers.get(n.output[0])
-               and n.output[0] not in {o.name for o in g.graph.output}])
+               and n.output[0] not in outputs])
     g.refresh()
     return count
 
