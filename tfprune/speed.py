@@ -45,7 +45,8 @@ def dense_forward(kernels: list[np.ndarray]):
 
 
 def masked_forward(kernels: list[np.ndarray], masks: list[np.ndarray]):
-    """What a PrunableDense network computes at inference: kernel * mask, then a dense matmul."""
+    """A network that multiplies by its masks at inference (as tfmot's wrapper does): kernel * mask, then a
+    dense matmul. PrunableDense's kernel already holds the zeros: it runs as `dense_forward`."""
     weights = [tf.constant(k) for k in kernels]
     mask_tensors = [tf.constant(m) for m in masks] + [None] * (len(kernels) - len(masks))
 
