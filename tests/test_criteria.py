@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tfprune.criteria import Pattern, compute_global_masks, compute_mask, kth_smallest, parse_nm
+from tfprune import criteria
+from tfprune.criteria import Pattern, compute_global_masks, compute_mask, keep_mask, kth_smallest, newly_pruned, parse_nm
 
 rng = np.random.default_rng(0)
 
@@ -29,6 +30,29 @@ def test_unstructured_large_kernel_with_ties_and_zeros_is_exact():
     ordered = np.sort(flat)
     for k in (1, 1000, 200_000, 250_000, flat.size):
         assert kth_smallest(flat, k) == (ordered[k - 1], np.count_nonzero(flat <= ordered[k - 1]))
+
+
+@pytest.mark.parametrize("shape", [(40, 25), (800, 500)])  # below and above the sampled bracket's size
+def test_newly_pruned_adds_what_keep_mask_would_prune(shape, monkeypatch):
+    kernel = rng.standard_normal(shape).astype(np.float32)
+    kept = keep_mask(kernel, 0.3)
+    kernel[~kept] = 0.0  # pruned weights are zeros
+    kernel += 0.01 * rng.standard_normal(shape).astype(np.float32) * kept  # a few training steps later
+    kernel[kept & (np.abs(kernel) < 0.5)] = np.float32(0.45) * np.sign(kernel[kept & (np.abs(kernel) < 0.5)])
+    magnitudes = np.abs(kernel).ravel()  # many ties at 0.45, right at the 0.35 threshold
+    expected = np.flatnonzero(kept.ravel() & ~keep_mask(kernel, 0.35).ravel())
+    np.testing.assert_array_equal(newly_pruned(magnitudes, kept.ravel(), 0.35), expected)
+    assert len(expected) == round(0.35 * kernel.size) - round(0.3 * kernel.size)
+    monkeypatch.setattr(criteria, "_bracket", lambda values, k: (0.0, 1e-9))  # a sample that misled
+    np.testing.assert_array_equal(newly_pruned(magnitudes, kept.ravel(), 0.35), expected)
+
+
+def test_newly_pruned_never_revives_and_leaves_sparser_masks_to_keep_mask():
+    magnitudes = np.array([0.0, 5.0, 0.1, 0.2, 3.0, 4.0], np.float32)
+    kept = np.array([True, False, True, True, True, True])  # weight 1 pruned earlier, weight 0 kept at zero
+    np.testing.assert_array_equal(newly_pruned(magnitudes, kept, 0.5), [0, 2])  # 3 pruned: 1 stays, 0 and 2 go
+    assert newly_pruned(magnitudes, kept, 1 / 6).size == 0
+    assert newly_pruned(magnitudes, kept, 0.0) is None  # the mask prunes more than asked
 
 
 def test_unstructured_keeps_at_least_one_weight():

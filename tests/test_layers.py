@@ -29,13 +29,31 @@ def test_all_ones_mask_matches_plain_dense_and_accepts_inputs_keyword():
     np.testing.assert_allclose(wrapper(inputs=x).numpy(), dense(x).numpy(), atol=1e-6)
 
 
-def test_forward_uses_kernel_times_mask():
+def test_forward_reads_a_kernel_kept_equal_to_kernel_times_mask():
+    """The forward pass reads the kernel variable, which every write keeps equal to kernel * mask: set_mask
+    zeros the pruned weights, the constraint re-zeros them after each optimizer step, and the callback
+    re-applies the masks when training starts, after a kernel written behind the mask's back."""
     wrapper = PrunableDense(keras.layers.Dense(3, use_bias=False))
     wrapper.build((None, 4))
+    weights = wrapper.kernel.numpy()
     mask = np.array([[1, 0, 1]] * 4, np.float32)
-    wrapper.mask.assign(mask)  # mask only: the kernel still holds the weights
+    wrapper.set_mask(mask)
     x = rng.standard_normal((2, 4)).astype(np.float32)
-    np.testing.assert_allclose(wrapper(x).numpy(), x @ (wrapper.kernel.numpy() * mask), atol=1e-6)
+    np.testing.assert_array_equal(wrapper(x).numpy(), x @ (weights * mask))
+
+    model = small_model()
+    layer = prunable_layers(model)[0]
+    layer.prune_to(0.5)
+    layer.kernel.assign(tf.ones_like(layer.kernel))  # a rewind, say: pruned positions hold weights again
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):  # runs after the pruning callback's hook
+            seen.append(layer.kernel.numpy()[layer.mask.numpy() == 0])
+
+    callback = GradualPruningCallback(PolynomialDecay(0.5, 0.5, 50, 100, 10))  # no mask update in this fit
+    model.fit(X, Y, epochs=2, batch_size=32, verbose=0, callbacks=[callback, Probe()])
+    assert len(seen) == 16 and all(len(pruned) == 320 and not pruned.any() for pruned in seen)
 
 
 def test_gradient_passes_the_mask_straight_through():
@@ -194,6 +212,29 @@ def test_checkpoint_resume_continues_at_same_step_with_same_masks(tmp_path):
     resumed.fit(X, Y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
     assert callback.history[0]["step"] == 8  # continued, did not restart at 0
     assert callback.history[0]["target_sparsity"] == pytest.approx(schedule.sparsity_at(8))
+
+
+def test_callback_follows_an_optimizer_that_does_not_step_once_a_batch():
+    """The callback predicts the step from the epoch's first step and fit's batch index, and checks it at
+    every step where the schedule acts. Here the optimizer steps twice a batch: the check catches it and
+    the updates still land on the schedule's steps."""
+
+    class TwoStepsABatch(keras.Model):
+        def train_step(self, data):
+            super().train_step(data)
+            return super().train_step(data)
+
+    inputs = keras.Input((20,))
+    hidden = PrunableDense(keras.layers.Dense(32, activation="relu", name="a"))(inputs)
+    model = TwoStepsABatch(inputs, keras.layers.Dense(4)(hidden))
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    schedule = PolynomialDecay(0.0, 0.5, begin_step=4, end_step=24, frequency=4)
+    callback = GradualPruningCallback(schedule)
+    model.fit(X, Y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])  # 32 optimizer steps
+    updates = [row["step"] for row in callback.history if row["step"] % 4 == 0 and 4 <= row["step"] <= 24]
+    assert updates == [4, 8, 12, 16, 20, 24] and int(model.optimizer.iterations.numpy()) == 32
+    kernel = prunable_layers(model)[0].kernel.numpy()
+    assert int((kernel == 0).sum()) == round(0.5 * kernel.size)
 
 
 def test_custom_training_loop_with_pruning_step():

@@ -108,9 +108,27 @@ def choose_pruned(scores: np.ndarray, sizes: np.ndarray, target: float) -> np.nd
     return pruned
 
 
+def _bracket(values: np.ndarray, k: int) -> tuple[float, float]:
+    """(low, high) that hold the k-th smallest of a large flat array unless a sample misled: the band spans
+    5 standard errors of the sample's quantile either side. Callers check, and fall back when it missed.
+
+    The sample is every s-th value, for an s without prime factors below 1009 (a prime, for kernels up to
+    16 G weights), so that it meets every column of a row-major kernel; a strided read the prefetcher
+    follows, where 16k random reads cost as much as the rest of the mask update."""
+    stride = max(1, values.size // 16_384) | 1
+    while stride > 1 and any(stride % p == 0 for p in range(3, min(stride, 1009), 2)):
+        stride += 2
+    sample = values[k % stride::stride]
+    share = k / values.size
+    margin = 5 * np.sqrt(share * (1 - share) / sample.size) + 1e-3
+    ends = (int(max(0.0, share - margin) * (sample.size - 1)), int(np.ceil(min(1.0, share + margin) * (sample.size - 1))))
+    low, high = np.partition(sample, ends)[list(ends)]
+    return float(low), float(high)
+
+
 def kth_smallest(values: np.ndarray, k: int) -> tuple[float, int]:
     """(the k-th smallest (1-based) of a flat array, how many values are <= it), exactly, in about two
-    passes over the array: the callback runs this every few steps on millions of weights.
+    passes over the array: masks are recomputed every few steps on millions of weights.
 
     A sample brackets the answer in a narrow band; elements below the band are only counted and the band
     alone is partitioned. If the band misses (unlucky sample), a full partition gives the same answer.
@@ -118,20 +136,48 @@ def kth_smallest(values: np.ndarray, k: int) -> tuple[float, int]:
     """
     n = values.size
     if n > 100_000:
-        sample = values[np.random.default_rng(k).integers(0, n, 16_384)]
-        share = k / n  # the band spans 5 standard errors of the sample quantile either side
-        margin = 5 * np.sqrt(share * (1 - share) / sample.size) + 1e-3
-        low, high = np.quantile(sample, [max(0.0, share - margin), min(1.0, share + margin)])
+        low, high = _bracket(values, k)
         low = max(low, np.finfo(values.dtype).tiny)  # zeros are counted below the band, never partitioned
-        below = int(np.count_nonzero(values < low))
+        in_band = values >= low
+        below = n - int(np.count_nonzero(in_band))
         if below < k:
-            band = values[(values >= low) & (values <= high)]
+            in_band &= values <= high
+            band = values[in_band]
             if k - below <= band.size:
                 return _select(band, k - below, below)
     zeros = n - int(np.count_nonzero(values))
     if k <= zeros:
         return 0.0, zeros
     return _select(values[values != 0], k - zeros, zeros)
+
+
+def newly_pruned(magnitudes: np.ndarray, kept: np.ndarray, sparsity: float) -> np.ndarray | None:
+    """Flat indices of the kept weights that unstructured pruning at `sparsity` prunes next, given |kernel|
+    and the current mask (bool), both flat: the smallest kept magnitudes, as many as the target adds, ties
+    taken in index order. None when the mask already prunes more than `sparsity` asks (a full
+    recompute, `keep_mask`, may then revive weights; this never does).
+
+    Gradual pruning adds a little at every update, and pruned weights are zero, so the next ones to go
+    are the few smallest kept weights: found in about three passes over the kernel, and installed by
+    writing those weights alone.
+    """
+    _check_sparsity(sparsity)
+    count = pruned_count(magnitudes.size, sparsity)
+    needed = count - (kept.size - int(np.count_nonzero(kept)))
+    if needed <= 0:
+        return np.empty(0, np.int64) if needed == 0 else None
+    candidates = kept
+    if magnitudes.size > 100_000:  # pruned weights are zeros: the bracket of the count-th smallest holds them
+        candidates = kept & (magnitudes <= _bracket(magnitudes, count)[1])
+    indices = np.flatnonzero(candidates)
+    if indices.size < needed:  # the bracket missed: every kept weight is a candidate
+        indices = np.flatnonzero(kept)
+    values = magnitudes[indices]
+    threshold = np.partition(values, needed - 1)[needed - 1]
+    pruned = values < threshold
+    tied = np.flatnonzero(values == threshold)  # the first in index order go, as in keep_mask
+    pruned[tied[:needed - np.count_nonzero(pruned)]] = True
+    return indices[pruned]
 
 
 def _select(values: np.ndarray, k: int, offset: int) -> tuple[float, int]:
