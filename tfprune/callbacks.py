@@ -88,7 +88,7 @@ class PruningStep:
             columns = [tf.constant(np.concatenate([indices, padded[len(indices):]])) for indices in added]
             self._prune_more(columns, tf.constant([len(indices) for indices in added], tf.int32),
                              tf.constant(sparsity, tf.float32))
-            counts = None  # kept weights may be zero too: nonzero_counts counts the kernels themselves
+            self._counts_at_update = None  # kept weights may be zero too: nonzero_counts counts the kernels
         else:
             kernels = [layer.kernel.numpy() for layer in self.layers]
             if self.global_ranking:
@@ -97,8 +97,7 @@ class PruningStep:
                 masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels),
                                          [layer.pattern for layer in self.layers]))
             self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
-            counts = [np.count_nonzero(m & (k != 0)) for k, m in zip(kernels, masks)]
-        self._counts_at_update = None if counts is None else np.array(counts)  # what the kernels hold now
+            self._counts_at_update = np.array([np.count_nonzero(m & (k != 0)) for k, m in zip(kernels, masks)])
         self.last_update_step = step
         return True
 
@@ -121,7 +120,7 @@ class PruningStep:
 
     def nonzero_counts(self, step: int | None = None) -> np.ndarray:
         """Non-zero count of every pruned kernel (what the optimizer actually left), in one graph call; at
-        the step of a mask update (no optimizer step since), the counts made by the update itself."""
+        the step of a full mask recompute (no optimizer step since), the counts it made from its masks."""
         if step is not None and step == self.last_update_step and self._counts_at_update is not None:
             return self._counts_at_update
         if self._count is None:
@@ -181,15 +180,16 @@ class GradualPruningCallback(keras.callbacks.Callback):
             step = self._step()
         else:
             step = self._epoch_first_step + batch  # fit's batch index counts steps, steps_per_execution too
-            due = self.schedule.should_update(step) or (self.log_every and step % self.log_every == 0)
-            if due or batch == 1:  # and at batch 1: does the optimizer step once a batch here?
+            if self.schedule.should_update(step) or self._logs_at(step) or batch == 1:  # batch 1: one step a batch?
                 actual = self._step()
                 if actual != step:  # the optimizer does not step once a batch here: read it every batch
                     self._step_per_batch, self._epoch_first_step, step = True, None, actual
-        updated = self.pruner.update(step)
-        if updated or (self.log_every and step % self.log_every == 0):
+        if self.pruner.update(step) or self._logs_at(step):
             self.log(step)
         self.seconds += time.perf_counter() - start
+
+    def _logs_at(self, step: int) -> bool:
+        return bool(self.log_every) and step % self.log_every == 0
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
