@@ -40,18 +40,27 @@ def test_newly_pruned_adds_what_keep_mask_would_prune(shape, monkeypatch):
     kernel += 0.01 * rng.standard_normal(shape).astype(np.float32) * kept  # a few training steps later
     kernel[kept & (np.abs(kernel) < 0.5)] = np.float32(0.45) * np.sign(kernel[kept & (np.abs(kernel) < 0.5)])
     magnitudes = np.abs(kernel).ravel()  # many ties at 0.45, right at the 0.35 threshold
-    expected = np.flatnonzero(kept.ravel() & ~keep_mask(kernel, 0.35).ravel())
-    np.testing.assert_array_equal(newly_pruned(magnitudes, kept.ravel(), 0.35), expected)
-    assert len(expected) == round(0.35 * kernel.size) - round(0.3 * kernel.size)
+    magnitudes[np.flatnonzero(kept)[-3:]] = 0.0  # kept weights that are zero count as pruned-first
+    after = keep_mask(magnitudes.reshape(shape), 0.35).ravel()
+    expected = np.flatnonzero(kept.ravel() & ~after)
+    nonzero = np.count_nonzero(after & (magnitudes != 0))
+    indices, left = newly_pruned(magnitudes, kept.ravel(), 0.35)
+    np.testing.assert_array_equal(indices, expected)
+    assert left == nonzero and len(expected) == round(0.35 * kernel.size) - round(0.3 * kernel.size)
     monkeypatch.setattr(criteria, "_bracket", lambda values, k: (0.0, 1e-9))  # a sample that misled
-    np.testing.assert_array_equal(newly_pruned(magnitudes, kept.ravel(), 0.35), expected)
+    indices, left = newly_pruned(magnitudes, kept.ravel(), 0.35)
+    np.testing.assert_array_equal(indices, expected)
+    assert left == nonzero
 
 
 def test_newly_pruned_never_revives_and_leaves_sparser_masks_to_keep_mask():
     magnitudes = np.array([0.0, 5.0, 0.1, 0.2, 3.0, 4.0], np.float32)
     kept = np.array([True, False, True, True, True, True])  # weight 1 pruned earlier, weight 0 kept at zero
-    np.testing.assert_array_equal(newly_pruned(magnitudes, kept, 0.5), [0, 2])  # 3 pruned: 1 stays, 0 and 2 go
-    assert newly_pruned(magnitudes, kept, 1 / 6).size == 0
+    indices, left = newly_pruned(magnitudes, kept, 0.5)
+    np.testing.assert_array_equal(indices, [0, 2])  # 3 pruned: 1 stays, 0 and 2 go
+    assert left == 3
+    indices, left = newly_pruned(magnitudes, kept, 1 / 6)
+    assert indices.size == 0 and left == 4  # nothing to add; weight 0 is kept but zero
     assert newly_pruned(magnitudes, kept, 0.0) is None  # the mask prunes more than asked
 
 

@@ -24,11 +24,12 @@ from tfprune.strip import tensor_label
 _POOL = None
 
 
-def _newly_pruned(kernel: tf.Variable, mask: tf.Variable, sparsity: float) -> np.ndarray | None:
-    """Flat index of each weight to prune next (`criteria.newly_pruned`), as a column, or None."""
+def _newly_pruned(kernel: tf.Variable, mask: tf.Variable, sparsity: float) -> tuple[np.ndarray, int] | None:
+    """`criteria.newly_pruned` on the layer's variables: (flat indices to prune, as a column, non-zero
+    weights left), or None."""
     kernel, mask = np.asarray(kernel.value()), np.asarray(mask.value())  # views, no copies
-    flat = newly_pruned(np.abs(kernel).ravel(), mask.ravel() != 0, sparsity)
-    return None if flat is None else flat[:, None]
+    found = newly_pruned(np.abs(kernel).ravel(), mask.ravel() != 0, sparsity)
+    return None if found is None else (found[0][:, None], found[1])
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -80,15 +81,15 @@ class PruningStep:
             # (TensorFlow copies a buffer before writing it while a view is alive: none is, after this).
             added = list(_pool().map(_newly_pruned, [layer.kernel for layer in self.layers],
                                      [layer.mask for layer in self.layers], [sparsity] * len(self.layers)))
-        if added is not None and all(indices is not None for indices in added):
+        if added is not None and all(found is not None for found in added):
+            indices, nonzero = zip(*added)
             # XLA compiles the install once per shape: pad every layer's indices to one length, a power of
             # two that only grows (a gradual schedule prunes most at its start: one or two compilations)
-            self._padded_length = max(self._padded_length, 1 << max(len(indices) for indices in added).bit_length())
-            padded = np.zeros((self._padded_length, 1), np.int64)
-            columns = [tf.constant(np.concatenate([indices, padded[len(indices):]])) for indices in added]
-            self._prune_more(columns, tf.constant([len(indices) for indices in added], tf.int32),
-                             tf.constant(sparsity, tf.float32))
-            self._counts_at_update = None  # kept weights may be zero too: nonzero_counts counts the kernels
+            self._padded_length = max(self._padded_length, 1 << max(len(column) for column in indices).bit_length())
+            padding = np.zeros((self._padded_length, 1), np.int64)
+            self._prune_more([np.concatenate([column, padding[len(column):]]) for column in indices],
+                             np.array([len(column) for column in indices], np.int32), np.float32(sparsity))
+            self._counts_at_update = np.array(nonzero)
         else:
             kernels = [layer.kernel.numpy() for layer in self.layers]
             if self.global_ranking:
@@ -120,7 +121,7 @@ class PruningStep:
 
     def nonzero_counts(self, step: int | None = None) -> np.ndarray:
         """Non-zero count of every pruned kernel (what the optimizer actually left), in one graph call; at
-        the step of a full mask recompute (no optimizer step since), the counts it made from its masks."""
+        the step of a mask update (no optimizer step since), the counts the update derived on the way."""
         if step is not None and step == self.last_update_step and self._counts_at_update is not None:
             return self._counts_at_update
         if self._count is None:

@@ -151,21 +151,25 @@ def kth_smallest(values: np.ndarray, k: int) -> tuple[float, int]:
     return _select(values[values != 0], k - zeros, zeros)
 
 
-def newly_pruned(magnitudes: np.ndarray, kept: np.ndarray, sparsity: float) -> np.ndarray | None:
-    """Flat indices of the kept weights that unstructured pruning at `sparsity` prunes next, given |kernel|
-    and the current mask (bool), both flat: the smallest kept magnitudes, as many as the target adds, ties
-    taken in index order. None when the mask already prunes more than `sparsity` asks (a full
-    recompute, `keep_mask`, may then revive weights; this never does).
+def newly_pruned(magnitudes: np.ndarray, kept: np.ndarray, sparsity: float) -> tuple[np.ndarray, int] | None:
+    """(flat indices of the kept weights that unstructured pruning at `sparsity` prunes next, non-zero
+    weights the layer keeps after them), given |kernel| and the current mask (bool), both flat. The smallest
+    kept magnitudes go, as many as the target adds, ties in index order. None when the mask already prunes
+    more than `sparsity` asks (a full recompute, `keep_mask`, may then revive weights; this never does).
 
     Gradual pruning adds a little at every update, and pruned weights are zero, so the next ones to go
     are the few smallest kept weights: found in about three passes over the kernel, and installed by
-    writing those weights alone.
+    writing those weights alone. The non-zero count comes for free (kept zeros are all candidates), so
+    the sparsity log needs no pass of its own.
     """
     _check_sparsity(sparsity)
     count = pruned_count(magnitudes.size, sparsity)
-    needed = count - (kept.size - int(np.count_nonzero(kept)))
-    if needed <= 0:
-        return np.empty(0, np.int64) if needed == 0 else None
+    kept_count = int(np.count_nonzero(kept))
+    needed = count - (kept.size - kept_count)
+    if needed < 0:
+        return None
+    if needed == 0:
+        return np.empty(0, np.int64), kept_count - int(np.count_nonzero(kept & (magnitudes == 0)))
     candidates = kept
     if magnitudes.size > 100_000:  # pruned weights are zeros: the bracket of the count-th smallest holds them
         candidates = kept & (magnitudes <= _bracket(magnitudes, count)[1])
@@ -177,7 +181,8 @@ def newly_pruned(magnitudes: np.ndarray, kept: np.ndarray, sparsity: float) -> n
     pruned = values < threshold
     tied = np.flatnonzero(values == threshold)  # the first in index order go, as in keep_mask
     pruned[tied[:needed - np.count_nonzero(pruned)]] = True
-    return indices[pruned]
+    kept_zeros = int(np.count_nonzero(values[~pruned] == 0))  # every kept zero is <= the bracket's top
+    return indices[pruned], kept_count - needed - kept_zeros
 
 
 def _select(values: np.ndarray, k: int, offset: int) -> tuple[float, int]:
