@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfprune.criteria import global_keep_masks, keep_mask, newly_pruned
+from tfprune import native
+from tfprune.criteria import global_keep_masks, keep_mask, newly_pruned, pruned_count
 from tfprune.layers import PrunableDense, prunable_layers, reapply_masks
 from tfprune.schedules import Schedule
 from tfprune.strip import tensor_label
@@ -53,7 +54,7 @@ class PruningStep:
                              f"{sorted({layer.pattern.name for layer in self.layers})}")
         self.started = False
         self.last_update_step = None
-        self._count = self._install = self._prune_more = None
+        self._count = self._install = self._zero_out_compiled = None
         self._counts_at_update = None
         self._padded_length = 256
 
@@ -69,42 +70,64 @@ class PruningStep:
         if not self.schedule.should_update(step) or step == self.last_update_step:
             return False
         sparsity = self.schedule.sparsity_at(step)
-        if self._install is None:  # all layers in one graph call each: this runs every few steps
-            self._install = tf.function(self._install_masks, reduce_retracing=True)
-            distributed = any(isinstance(layer.kernel, tf.distribute.DistributedValues) for layer in self.layers)
-            self._prune_more = tf.function(self._zero_out, jit_compile=not distributed, input_signature=(
-                [tf.TensorSpec([None, 1], tf.int64)] * len(self.layers), tf.TensorSpec([len(self.layers)], tf.int32),
-                tf.TensorSpec([], tf.float32)))
-        added = None
+        counts = [None] * len(self.layers)
         if not self.global_ranking and all(layer.pattern.name == "unstructured" for layer in self.layers):
-            # The common case, in numpy threads (its loops release the GIL) on views of the variables
-            # (TensorFlow copies a buffer before writing it while a view is alive: none is, after this).
-            added = list(_pool().map(_newly_pruned, [layer.kernel for layer in self.layers],
-                                     [layer.mask for layer in self.layers], [sparsity] * len(self.layers)))
-        if added is not None and all(found is not None for found in added):
-            indices, nonzero = zip(*added)
-            # XLA compiles the install once per shape: pad every layer's indices to one length, a power of
-            # two that only grows (a gradual schedule prunes most at its start: one or two compilations)
-            self._padded_length = max(self._padded_length, 1 << max(len(column) for column in indices).bit_length())
-            padding = np.zeros((self._padded_length, 1), np.int64)
-            self._prune_more([np.concatenate([column, padding[len(column):]]) for column in indices],
-                             np.array([len(column) for column in indices], np.int32), np.float32(sparsity))
-            self._counts_at_update = np.array(nonzero)
-        else:
-            kernels = [layer.kernel.numpy() for layer in self.layers]
-            if self.global_ranking:
-                masks = global_keep_masks(kernels, sparsity, self.layers[0].pattern)
-            else:
-                masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels),
-                                         [layer.pattern for layer in self.layers]))
-            self._install([tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
-            self._counts_at_update = np.array([np.count_nonzero(m & (k != 0)) for k, m in zip(kernels, masks)])
+            counts = self._prune_smallest(sparsity)
+        redo = [i for i, count in enumerate(counts) if count is None]  # all, or masks pruning more than asked
+        if redo:
+            for i, count in zip(redo, self._recompute(redo, sparsity)):
+                counts[i] = count
+        self._counts_at_update = np.array(counts)
         self.last_update_step = step
         return True
 
-    def _install_masks(self, masks, sparsity):
-        for layer, mask in zip(self.layers, masks):
-            layer._install_mask(mask, sparsity)
+    def _prune_smallest(self, sparsity: float) -> list[int | None]:
+        """The common case, gradual unstructured pruning: the few smallest kept weights of each kernel go.
+        Non-zero weights left per layer, None for a layer whose mask already prunes more (left untouched)."""
+        ops = native.ops()
+        if ops is not None and all(layer.kernel.dtype == tf.float32 and not isinstance(
+                layer.kernel, tf.distribute.DistributedValues) for layer in self.layers):
+            # One op for all layers, in place (csrc/prune_ops.cc): the same weights as newly_pruned.
+            added, nonzero = ops.tfprune_prune_smallest(
+                [layer.kernel.handle for layer in self.layers], [layer.mask.handle for layer in self.layers],
+                [layer.sparsity.handle for layer in self.layers],
+                [pruned_count(int(np.prod(layer.kernel.shape)), sparsity) for layer in self.layers], sparsity)
+            return [None if a < 0 else int(c) for a, c in zip(added.numpy(), nonzero.numpy())]
+        # numpy threads (their loops release the GIL) on views of the variables (TensorFlow copies a
+        # buffer before writing it while a view is alive: none is, after this).
+        found = list(_pool().map(_newly_pruned, [layer.kernel for layer in self.layers],
+                                 [layer.mask for layer in self.layers], [sparsity] * len(self.layers)))
+        indices = [np.empty((0, 1), np.int64) if f is None else f[0] for f in found]
+        if self._zero_out_compiled is None:
+            distributed = any(isinstance(layer.kernel, tf.distribute.DistributedValues) for layer in self.layers)
+            self._zero_out_compiled = tf.function(self._zero_out, jit_compile=not distributed, input_signature=(
+                [tf.TensorSpec([None, 1], tf.int64)] * len(self.layers), tf.TensorSpec([len(self.layers)], tf.int32),
+                tf.TensorSpec([], tf.float32)))
+        # XLA compiles the install once per shape: pad every layer's indices to one length, a power of
+        # two that only grows (a gradual schedule prunes most at its start: one or two compilations)
+        self._padded_length = max(self._padded_length, 1 << max(len(column) for column in indices).bit_length())
+        padding = np.zeros((self._padded_length, 1), np.int64)
+        self._zero_out_compiled([np.concatenate([column, padding[len(column):]]) for column in indices],
+                                np.array([len(column) for column in indices], np.int32), np.float32(sparsity))
+        return [None if f is None else f[1] for f in found]
+
+    def _recompute(self, which: list[int], sparsity: float) -> list[int]:
+        """Masks of layers `which` computed afresh from their kernels (any pattern, global ranking);
+        returns their non-zero counts."""
+        layers = [self.layers[i] for i in which]
+        kernels = [layer.kernel.numpy() for layer in layers]
+        if self.global_ranking:
+            masks = global_keep_masks(kernels, sparsity, layers[0].pattern)
+        else:
+            masks = list(_pool().map(keep_mask, kernels, [sparsity] * len(kernels), [layer.pattern for layer in layers]))
+        if self._install is None:  # all layers in one graph call: this runs every few steps
+            self._install = tf.function(self._install_masks, reduce_retracing=True)
+        self._install(tuple(which), [tf.constant(m) for m in masks], tf.constant(sparsity, tf.float32))
+        return [int(np.count_nonzero(m & (k != 0))) for k, m in zip(kernels, masks)]
+
+    def _install_masks(self, which, masks, sparsity):
+        for i, mask in zip(which, masks):
+            self.layers[i]._install_mask(mask, sparsity)
 
     def _zero_out(self, indices, counts, sparsity):
         """mask and kernel to 0 at the first counts[i] flat indices of layer i (the rest is padding), by

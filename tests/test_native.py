@@ -1,0 +1,171 @@
+"""The compiled mask update (tfprune/csrc/prune_ops.cc): the same weights as `criteria.newly_pruned`, and
+PruningStep with it the same masks as without it."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfprune import PolynomialDecay, PrunableDense, PruningStep, native
+from tfprune.criteria import newly_pruned, pruned_count
+
+OPS = native.ops()
+needs_op = pytest.mark.skipif(OPS is None, reason="the op is not built here (setup.sh builds it)")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_op_is_built_where_ci_requires_it():
+    if os.environ.get("TFPRUNE_REQUIRE_NATIVE") != "1":
+        pytest.skip("TFPRUNE_REQUIRE_NATIVE=1 (set by .ci/run) asks for the op")
+    assert OPS is not None
+
+
+def _layer(rng, shape, ties=False, kept_zeros=False):
+    """A kernel already pruned at random to some sparsity (zeros where the mask is 0), and its mask."""
+    kernel = rng.normal(size=shape).astype(np.float32)
+    if ties:
+        kernel = np.round(kernel, 1)  # thousands of equal magnitudes
+    mask = (rng.random(shape) >= rng.random() * 0.6).astype(np.float32)
+    kernel *= mask
+    if kept_zeros:
+        kernel[rng.random(shape) < 0.01] = 0.0
+    return kernel, mask
+
+
+def _prune(kernels, masks, targets, sparsity=0.25):
+    """Runs the op on fresh variables; returns (added, nonzero, kernels, masks, sparsity values, reads
+    taken before the op)."""
+    k_vars, m_vars = [tf.Variable(k) for k in kernels], [tf.Variable(m) for m in masks]
+    s_vars = [tf.Variable(0.5) for _ in kernels]
+    before = [v.read_value() for v in k_vars + m_vars]
+    added, nonzero = OPS.tfprune_prune_smallest([v.handle for v in k_vars], [v.handle for v in m_vars],
+                                                [v.handle for v in s_vars], targets, sparsity)
+    return (added.numpy(), nonzero.numpy(), [v.numpy() for v in k_vars], [v.numpy() for v in m_vars],
+            [v.numpy() for v in s_vars], [t.numpy() for t in before])
+
+
+def _check_against_newly_pruned(kernels, masks, sparsities):
+    targets = [pruned_count(k.size, s) for k, s in zip(kernels, sparsities)]
+    added, nonzero, new_kernels, new_masks, sparsity_values, before = _prune(kernels, masks, targets)
+    for i, (kernel, mask, sparsity) in enumerate(zip(kernels, masks, sparsities)):
+        expected = newly_pruned(np.abs(kernel).ravel(), mask.ravel() != 0, sparsity)
+        if expected is None:  # the mask prunes more than asked: untouched
+            assert added[i] == -1 and sparsity_values[i] == 0.5
+            np.testing.assert_array_equal(new_kernels[i], kernel)
+            np.testing.assert_array_equal(new_masks[i], mask)
+            continue
+        indices, left = expected
+        want_kernel, want_mask = kernel.ravel().copy(), mask.ravel().copy()
+        want_kernel[indices], want_mask[indices] = 0, 0
+        assert (added[i], nonzero[i]) == (len(indices), left)
+        assert np.count_nonzero(new_kernels[i]) == left
+        assert np.count_nonzero(new_masks[i] == 0) == targets[i]
+        np.testing.assert_array_equal(new_kernels[i].ravel(), want_kernel)
+        np.testing.assert_array_equal(new_masks[i].ravel(), want_mask)
+        assert sparsity_values[i] == 0.25
+    for read, original in zip(before, list(kernels) + list(masks)):  # copy on write: earlier reads unchanged
+        np.testing.assert_array_equal(read, original)
+
+
+@needs_op
+@pytest.mark.parametrize("seed", range(6))
+def test_prunes_exactly_the_weights_newly_pruned_prunes(seed):
+    rng = np.random.default_rng(seed)
+    # 784x1000 is sampled for a bracket; 300x100 (< 32768 weights) makes every kept weight a candidate
+    layers = [_layer(rng, (784, 1000), ties=seed % 2 == 0, kept_zeros=seed % 3 == 0),
+              _layer(rng, (300, 100), ties=seed % 2 == 1, kept_zeros=True), _layer(rng, (7, 3))]
+    _check_against_newly_pruned(*zip(*layers), [rng.random() * 0.95 for _ in layers])
+
+
+@needs_op
+def test_a_layer_already_pruned_further_is_left_alone_and_the_others_updated():
+    rng = np.random.default_rng(7)
+    (k1, m1), (k2, m2) = _layer(rng, (400, 300)), _layer(rng, (400, 300))
+    pruned_now = [np.count_nonzero(m == 0) / m.size for m in (m1, m2)]
+    _check_against_newly_pruned([k1, k2], [m1, m2], [pruned_now[0] - 0.1, pruned_now[1] + 0.1])
+
+
+@needs_op
+def test_exact_when_the_sample_misleads():
+    # The bracket samples every 61st weight of a 1000x1000 kernel from target % 61: make exactly those
+    # tiny, so its top sits far below the target-th smallest and the op must take every kept weight.
+    rng = np.random.default_rng(8)
+    kernel = rng.uniform(1.0, 2.0, (1000, 1000)).astype(np.float32)
+    target = pruned_count(kernel.size, 0.5)
+    kernel.ravel()[target % 61::61] = 1e-3
+    _check_against_newly_pruned([kernel], [np.ones_like(kernel)], [0.5])
+
+
+@needs_op
+def test_portable_code_path_gives_the_same_weights():
+    """Without AVX-512 the op takes its SSE path (a process-wide choice, hence a subprocess)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_prunes_exactly_the_weights_newly_pruned_prunes",
+         f"{__file__}::test_exact_when_the_sample_misleads"],
+        cwd=ROOT, env={**os.environ, "TFPRUNE_NO_AVX512": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "7 passed" in result.stdout
+
+
+@needs_op
+def test_rejects_a_mask_of_another_shape():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ in shape"):
+        _prune([np.ones((4, 3), np.float32)], [np.ones((3, 4), np.float32)], [2])
+
+
+def _model(seed):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((300,)), PrunableDense(keras.layers.Dense(200)),
+                              PrunableDense(keras.layers.Dense(10))])
+    return model, [layer for layer in model.layers]
+
+
+@needs_op
+def test_pruning_step_gives_the_same_masks_with_and_without_the_op(monkeypatch):
+    """Same weights, same schedule: identical masks, kernels and counts at every update, including a
+    layer set by hand beyond the target (recomputed afresh on both paths)."""
+    schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=50, frequency=10)
+    (_, fast_layers), (_, slow_layers) = _model(0), _model(0)
+    fast, slow = PruningStep(fast_layers, schedule), PruningStep(slow_layers, schedule)
+    rng = np.random.default_rng(0)
+    for step in range(0, 60, 10):
+        for a, b in zip(fast_layers, slow_layers):  # "training": new weights, pruned ones kept at zero
+            new = np.round(rng.normal(size=a.kernel.shape), 2).astype(np.float32) * a.mask.numpy()
+            a.kernel.assign(new)
+            b.kernel.assign(new)
+        if step == 30:  # the first layer pruned by hand beyond the schedule
+            mask = (rng.random(fast_layers[0].kernel.shape) > 0.9).astype(np.float32)
+            fast_layers[0].set_mask(mask)
+            slow_layers[0].set_mask(mask)
+        assert fast.update(step)
+        with monkeypatch.context() as patch:
+            patch.setattr(native, "ops", lambda: None)
+            assert slow.update(step)
+        for a, b in zip(fast_layers, slow_layers):
+            np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
+            np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())
+            assert a.sparsity.numpy() == b.sparsity.numpy() == np.float32(schedule.sparsity_at(step))
+        np.testing.assert_array_equal(fast.nonzero_counts(step), slow.nonzero_counts(step))
+        np.testing.assert_array_equal(fast.nonzero_counts(step), [np.count_nonzero(layer.kernel.numpy())
+                                                                  for layer in fast_layers])
+
+
+def test_missing_stale_or_turned_off_library_gives_none(tmp_path, monkeypatch):
+    source, library = tmp_path / "prune_ops.cc", tmp_path / "prune_ops.so"
+    monkeypatch.setattr(native, "SOURCE", source)
+    monkeypatch.setattr(native, "LIBRARY", library)
+    source.write_text("// source")
+    assert native._load() is None  # not built
+    library.write_bytes(b"not a library")
+    os.utime(library, (time.time() - 60,) * 2)
+    with pytest.warns(UserWarning, match="older than its source"):
+        assert native._load() is None
+    os.utime(library, (time.time() + 60,) * 2)
+    with pytest.warns(UserWarning, match="cannot load"):
+        assert native._load() is None
+    monkeypatch.setenv("TFPRUNE_NATIVE", "0")
+    assert native._load() is None
