@@ -117,11 +117,10 @@ def test_rejects_a_mask_of_another_shape():
         _prune([np.ones((4, 3), np.float32)], [np.ones((3, 4), np.float32)], [2])
 
 
-def _model(seed):
+def _wrapped_layers(seed):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((300,)), PrunableDense(keras.layers.Dense(200)),
-                              PrunableDense(keras.layers.Dense(10))])
-    return model, [layer for layer in model.layers]
+    return keras.Sequential([keras.Input((300,)), PrunableDense(keras.layers.Dense(200)),
+                             PrunableDense(keras.layers.Dense(10))]).layers
 
 
 @needs_op
@@ -129,7 +128,7 @@ def test_pruning_step_gives_the_same_masks_with_and_without_the_op(monkeypatch):
     """Same weights, same schedule: identical masks, kernels and counts at every update, including a
     layer set by hand beyond the target (recomputed afresh on both paths)."""
     schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=50, frequency=10)
-    (_, fast_layers), (_, slow_layers) = _model(0), _model(0)
+    fast_layers, slow_layers = _wrapped_layers(0), _wrapped_layers(0)
     fast, slow = PruningStep(fast_layers, schedule), PruningStep(slow_layers, schedule)
     rng = np.random.default_rng(0)
     for step in range(0, 60, 10):

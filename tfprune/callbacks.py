@@ -85,8 +85,8 @@ class PruningStep:
         """The common case, gradual unstructured pruning: the few smallest kept weights of each kernel go.
         Non-zero weights left per layer, None for a layer whose mask already prunes more (left untouched)."""
         ops = native.ops()
-        if ops is not None and all(layer.kernel.dtype == tf.float32 and not isinstance(
-                layer.kernel, tf.distribute.DistributedValues) for layer in self.layers):
+        distributed = any(isinstance(layer.kernel, tf.distribute.DistributedValues) for layer in self.layers)
+        if ops is not None and not distributed and all(layer.kernel.dtype == tf.float32 for layer in self.layers):
             # One op for all layers, in place (csrc/prune_ops.cc): the same weights as newly_pruned.
             added, nonzero = ops.tfprune_prune_smallest(
                 [layer.kernel.handle for layer in self.layers], [layer.mask.handle for layer in self.layers],
@@ -99,7 +99,6 @@ class PruningStep:
                                  [layer.mask for layer in self.layers], [sparsity] * len(self.layers)))
         indices = [np.empty((0, 1), np.int64) if f is None else f[0] for f in found]
         if self._zero_out_compiled is None:
-            distributed = any(isinstance(layer.kernel, tf.distribute.DistributedValues) for layer in self.layers)
             self._zero_out_compiled = tf.function(self._zero_out, jit_compile=not distributed, input_signature=(
                 [tf.TensorSpec([None, 1], tf.int64)] * len(self.layers), tf.TensorSpec([len(self.layers)], tf.int32),
                 tf.TensorSpec([], tf.float32)))

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 SOURCE = Path(__file__).with_name("csrc") / "prune_ops.cc"
 LIBRARY = SOURCE.with_suffix(".so")
+REBUILD = "python3 -c 'from tfprune import native; native.build()'"
 _loaded: list = []
 
 
@@ -45,12 +46,10 @@ def _load():
     if os.environ.get("TFPRUNE_NATIVE", "1") == "0" or not LIBRARY.exists():
         return None
     if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
-        warnings.warn(f"{LIBRARY} is older than its source; using numpy. Rebuild: "
-                      "python3 -c 'from tfprune import native; native.build()'", stacklevel=3)
+        warnings.warn(f"{LIBRARY} is older than its source; using numpy. Rebuild: {REBUILD}", stacklevel=3)
         return None
     try:
         return tf.load_op_library(str(LIBRARY))
     except (tf.errors.NotFoundError, OSError) as error:  # built against another TensorFlow
-        warnings.warn(f"cannot load {LIBRARY} ({error}); using numpy. Rebuild: "
-                      "python3 -c 'from tfprune import native; native.build()'", stacklevel=3)
+        warnings.warn(f"cannot load {LIBRARY} ({error}); using numpy. Rebuild: {REBUILD}", stacklevel=3)
         return None
