@@ -10,7 +10,7 @@ Keras' own per-step bookkeeping, the same for every model, is left out, so the r
 higher than under `fit`.
 
     python benchmarks/mlp_overhead.py            # ~2 minutes on 2 cores
-    TFPRUNE_NATIVE=0 python benchmarks/mlp_overhead.py    # the mask updates without the compiled op
+    TFPRUNE_NATIVE=0 python benchmarks/mlp_overhead.py    # without the compiled ops (mask updates, masked steps)
 """
 import argparse
 import os
@@ -88,7 +88,7 @@ def main():
     for name in names:
         print(f"  {name:7s} epoch s: " + ", ".join(f"{t:.2f}" for t in times[name]))
     print(f"ratio pruned/dense: {ratio('pruned')}")
-    print(f"  of which the wrapper alone (the mask constraint after each optimizer step): {ratio('wrapped')}")
+    print(f"  of which the wrapper alone (kernels kept masked through each step, tfprune/kernel_mask.py): {ratio('wrapped')}")
     callback_s = statistics.median(p - w for p, w in zip(times["pruned"], times["wrapped"]))
     print(f"  and the callback: {callback_s:.2f} s an epoch more than the wrapper alone, "
           f"{1e3 * callback_s / max(1, updates // args.epochs):.1f} ms per mask update")

@@ -1,5 +1,6 @@
-"""The compiled mask update (tfprune/csrc/prune_ops.cc): the same weights as `criteria.newly_pruned`, and
-PruningStep with it the same masks as without it."""
+"""The compiled ops (tfprune/csrc/prune_ops.cc): the mask update prunes the same weights as
+`criteria.newly_pruned`, PruningStep with it gives the same masks as without it; the masked optimizer
+update is exact."""
 import os
 import subprocess
 import sys
@@ -101,14 +102,35 @@ def test_exact_when_the_sample_misleads():
 
 
 @needs_op
+@pytest.mark.parametrize("subtract", [True, False])
+def test_masked_update_adds_where_the_mask_keeps_and_writes_plus_zero_elsewhere(subtract):
+    rng = np.random.default_rng(5)
+    kernel = rng.normal(size=(37, 53)).astype(np.float32)  # not a multiple of 16: the tail loop too
+    mask = (rng.random(kernel.shape) > 0.4).astype(np.float32)
+    delta = rng.normal(size=kernel.shape).astype(np.float32)
+    delta[np.unravel_index(np.flatnonzero(mask == 0)[:3], kernel.shape)] = [np.inf, -np.inf, np.nan]
+    k_var, m_var = tf.Variable(kernel), tf.Variable(mask)
+    before = k_var.read_value()  # a read taken before: copy-on-write leaves it as it was
+    OPS.tfprune_masked_update(k_var.handle, m_var.handle, delta, subtract=subtract)
+    result = k_var.numpy()
+    np.testing.assert_array_equal(result, np.where(mask != 0, kernel - delta if subtract else kernel + delta, 0))
+    assert not np.signbit(result[mask == 0]).any()
+    np.testing.assert_array_equal(before.numpy(), kernel)
+    np.testing.assert_array_equal(m_var.numpy(), mask)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ in shape"):
+        OPS.tfprune_masked_update(k_var.handle, m_var.handle, delta[:, :5], subtract=subtract)
+
+
+@needs_op
 def test_portable_code_path_gives_the_same_weights():
-    """Without AVX-512 the op takes its SSE path (a process-wide choice, hence a subprocess)."""
+    """Without AVX-512 the ops take their portable paths (a process-wide choice, hence a subprocess)."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_prunes_exactly_the_weights_newly_pruned_prunes",
-         f"{__file__}::test_exact_when_the_sample_misleads"],
+         f"{__file__}::test_exact_when_the_sample_misleads",
+         f"{__file__}::test_masked_update_adds_where_the_mask_keeps_and_writes_plus_zero_elsewhere"],
         cwd=ROOT, env={**os.environ, "TFPRUNE_NO_AVX512": "1"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "7 passed" in result.stdout
+    assert "9 passed" in result.stdout
 
 
 @needs_op

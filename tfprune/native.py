@@ -1,12 +1,13 @@
-"""The compiled gradual mask update (`csrc/prune_ops.cc`), when it is built; PruningStep falls back to
-numpy and XLA when it is not.
+"""The compiled ops (`csrc/prune_ops.cc`), when they are built: the gradual mask update and the masked
+optimizer update. Without them PruningStep uses numpy and XLA, and kernel_mask plain TensorFlow ops.
 
     python3 -c "from tfprune import native; native.build()"    # setup.sh does this; needs g++
 
 A gradual update prunes the few smallest kept weights of each kernel. In numpy that is ~3 passes over
 every kernel and mask, copies, and an XLA call to write the zeros; the op does one pass over each and
 writes the zeros where the variables live. The FOR.ai MLP's callback, on 2 cores: 10.2 ms an update
-with numpy, 4.4 ms with the op (benchmarks/mlp_overhead.py). `TFPRUNE_NATIVE=0` turns it off.
+with numpy, 4.4 ms with the op (benchmarks/mlp_overhead.py). The masked update folds the mask into the
+optimizer's own pass (kernel_mask.py). `TFPRUNE_NATIVE=0` turns both off.
 """
 from __future__ import annotations
 
