@@ -31,7 +31,7 @@ def test_all_ones_mask_matches_plain_dense_and_accepts_inputs_keyword():
 
 def test_forward_reads_a_kernel_kept_equal_to_kernel_times_mask():
     """The forward pass reads the kernel variable, which every write keeps equal to kernel * mask: set_mask
-    zeros the pruned weights, the constraint re-zeros them after each optimizer step, and the callback
+    zeros the pruned weights, optimizer steps keep them zero (kernel_mask), and the callback
     re-applies the masks when training starts, after a kernel written behind the mask's back."""
     wrapper = PrunableDense(keras.layers.Dense(3, use_bias=False))
     wrapper.build((None, 4))

@@ -63,10 +63,10 @@ class MaskedKernel:
         the plain update, and the constraint masks after the step (two plain ops here would cost more)."""
         kernel = self.kernel
         delta = tf.convert_to_tensor(delta, dtype=kernel.dtype)
-        compiled = native.ops()
-        if compiled is not None and self._compiled_applies(delta):
+        compiled, xla = native.ops(), _in_xla()
+        if compiled is not None and not xla and self._compiled_applies(delta):
             op = compiled.tfprune_masked_update(kernel.handle, self.mask.handle, delta, subtract=subtract, name=name)
-        elif _in_xla():
+        elif xla:
             updated = kernel - delta if subtract else kernel + delta
             kept = tf.not_equal(self.mask, tf.zeros([], self.mask.dtype))  # exact zeros, as the op: inf * 0 is NaN
             op = type(kernel).assign(kernel, tf.where(kept, updated, tf.zeros_like(updated)), name=name, read_value=False)
@@ -80,7 +80,7 @@ class MaskedKernel:
     def _compiled_applies(self, delta) -> bool:
         return (self.kernel.dtype == tf.float32 and self.mask.dtype == tf.float32
                 and delta.shape == self.kernel.shape
-                and tf.DeviceSpec.from_string(self.kernel.device).device_type in (None, "CPU") and not _in_xla())
+                and tf.DeviceSpec.from_string(self.kernel.device).device_type in (None, "CPU"))
 
     def _last_writer(self):
         """The latest op of the current graph, from the last increment on, that may write the kernel."""

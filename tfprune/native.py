@@ -25,7 +25,7 @@ _loaded: list = []
 
 
 def build() -> Path:
-    """Compile the op against the installed TensorFlow (its wheel ships the headers); returns its path."""
+    """Compile the ops against the installed TensorFlow (its wheel ships the headers); returns the library."""
     flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     partial = LIBRARY.with_suffix(".so.partial")
     subprocess.run(["g++", "-std=c++17", "-shared", "-O3", "-fPIC", "-w", str(SOURCE), "-o", str(partial), *flags],
@@ -36,7 +36,7 @@ def build() -> Path:
 
 
 def ops():
-    """The loaded op module, or None: not built, built from an older source or for another TensorFlow
+    """The loaded ops module, or None: not built, built from an older source or for another TensorFlow
     (each with a warning), or turned off with TFPRUNE_NATIVE=0."""
     if not _loaded:
         _loaded.append(_load())
@@ -47,10 +47,10 @@ def _load():
     if os.environ.get("TFPRUNE_NATIVE", "1") == "0" or not LIBRARY.exists():
         return None
     if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
-        warnings.warn(f"{LIBRARY} is older than its source; using numpy. Rebuild: {REBUILD}", stacklevel=3)
+        warnings.warn(f"{LIBRARY} is older than its source; using the fallbacks. Rebuild: {REBUILD}", stacklevel=3)
         return None
     try:
         return tf.load_op_library(str(LIBRARY))
     except (tf.errors.NotFoundError, OSError) as error:  # built against another TensorFlow
-        warnings.warn(f"cannot load {LIBRARY} ({error}); using numpy. Rebuild: {REBUILD}", stacklevel=3)
+        warnings.warn(f"cannot load {LIBRARY} ({error}); using the fallbacks. Rebuild: {REBUILD}", stacklevel=3)
         return None
