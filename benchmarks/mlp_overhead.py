@@ -13,21 +13,15 @@ higher than under `fit`.
     TFPRUNE_NATIVE=0 python benchmarks/mlp_overhead.py    # without the compiled ops (mask updates, masked steps)
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-
-import tfprune  # noqa: E402,F401  (tf-keras before TensorFlow)
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from tfprune import GradualPruningCallback, PolynomialDecay, native  # noqa: E402
-from tfprune.mlp import build_mlp  # noqa: E402
+from tfprune import GradualPruningCallback, PolynomialDecay, native
+from tfprune._keras import keras
+from tfprune.models.mlp import build_mlp
 
 
 def main():

@@ -1,30 +1,22 @@
-"""Shared test set-up. Two logical CPUs are made before TensorFlow initialises, for MirroredStrategy tests."""
+"""Shared fixtures. Two logical CPUs are made before TensorFlow initialises, for MirroredStrategy tests."""
 import os
-import sys
+import zlib
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import tfprune  # noqa: E402,F401  (tf-keras before TensorFlow)
-import tensorflow as tf  # noqa: E402
+import tfprune  # noqa: F401  (tf-keras as the Keras in use)
+from tests.helpers import MRPC_HEADER, mrpc_source_dir
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import pytest  # noqa: E402
-
-
-def mrpc_source_dir():
-    """The real MRPC (GLUE_DIR or the shared folder beside the checkout), or None."""
-    for candidate in (os.path.join(os.environ.get("GLUE_DIR", ""), "MRPC"),
-                      os.path.join(ROOT, "..", "shared", "data", "glue", "MRPC")):
-        if os.path.isfile(os.path.join(candidate, "train.tsv")):
-            return candidate
-    return None
-
-
-HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+@pytest.fixture
+def rng(request):
+    """A numpy Generator of the test's own, seeded from its id: reproducible, whatever runs before it."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.fixture(scope="session")
@@ -42,17 +34,17 @@ def mrpc_dir(tmp_path_factory):
                      f"{'profit rose ' + str(i) + ' percent , the company said .' if i % 2 else 'shares fell sharply today .'}\n"
                      for i in range(count)]
         with open(folder / f"{split}.tsv", "w", encoding="utf-8") as handle:
-            handle.write(HEADER + "".join(lines))
+            handle.write(MRPC_HEADER + "".join(lines))
     return str(folder)
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, mrpc_dir):
     """A random 2-layer, hidden-32 BERT classifier in Hugging Face layout (tf_model.h5 + a word vocab)."""
-    import tf_keras as keras
     from transformers import BertConfig, BertTokenizerFast, TFBertForSequenceClassification
 
-    from tfprune.data.glue import read_mrpc_tsv
+    from tfprune._keras import keras
+    from tfprune.tasks.glue import read_mrpc_tsv
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     words = sorted({w.lower() for s1, s2, _ in read_mrpc_tsv(os.path.join(mrpc_dir, "train.tsv")) for w in (s1 + " " + s2).split()})

@@ -4,9 +4,10 @@ import sys
 
 import numpy as np
 import pytest
-import tf_keras as keras
 
-from tfprune import GradualPruningCallback, PolynomialDecay, PrunableDense, bert, prunable_layers, strip_model
+from tfprune import GradualPruningCallback, PolynomialDecay, PrunableLayer, TfpruneError, prunable_layers, strip_model
+from tfprune._keras import keras
+from tfprune.models import bert
 
 
 def tiny(tiny_bert_dir):
@@ -31,7 +32,7 @@ def test_injection_wraps_exactly_the_ffn_kernels_and_keeps_logits(tiny_bert_dir)
     layer = bert.encoder_layers(model)[0]
     for dense in (layer.attention.self_attention.query, layer.attention.self_attention.key,
                   layer.attention.self_attention.value, layer.attention.dense_output.dense, model.classifier):
-        assert not isinstance(dense, PrunableDense)
+        assert not isinstance(dense, PrunableLayer)
     np.testing.assert_array_equal(model(x).logits.numpy(), before)  # all-ones masks: identical logits
 
 
@@ -88,8 +89,8 @@ def test_weight_summary_counts_from_variables(tiny_bert_dir):
 
 
 def test_unknown_model_path_is_a_usage_error(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(TfpruneError, match="does not exist"):
         bert.load_classifier(str(tmp_path / "nope" / "model"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(TfpruneError, match="no config.json"):
         bert.load_classifier(str(tmp_path / "empty"))

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from tfprune import criteria
-from tfprune.criteria import Pattern, compute_global_masks, compute_mask, keep_mask, kth_smallest, newly_pruned, parse_nm
+from tfprune import TfpruneError, criteria
+from tfprune.criteria import (
+    Pattern,
+    compute_global_masks,
+    compute_mask,
+    kth_smallest,
+    newly_pruned,
+    parse_nm,
+)
 
 rng = np.random.default_rng(0)
 
@@ -33,15 +40,15 @@ def test_unstructured_large_kernel_with_ties_and_zeros_is_exact():
 
 
 @pytest.mark.parametrize("shape", [(40, 25), (800, 500)])  # below and above the sampled bracket's size
-def test_newly_pruned_adds_what_keep_mask_would_prune(shape, monkeypatch):
+def test_newly_pruned_adds_what_compute_mask_would_prune(shape, monkeypatch):
     kernel = rng.standard_normal(shape).astype(np.float32)
-    kept = keep_mask(kernel, 0.3)
+    kept = compute_mask(kernel, 0.3)
     kernel[~kept] = 0.0  # pruned weights are zeros
     kernel += 0.01 * rng.standard_normal(shape).astype(np.float32) * kept  # a few training steps later
     kernel[kept & (np.abs(kernel) < 0.5)] = np.float32(0.45) * np.sign(kernel[kept & (np.abs(kernel) < 0.5)])
     magnitudes = np.abs(kernel).ravel()  # many ties at 0.45, right at the 0.35 threshold
     magnitudes[np.flatnonzero(kept)[-3:]] = 0.0  # kept weights that are zero count as pruned-first
-    after = keep_mask(magnitudes.reshape(shape), 0.35).ravel()
+    after = compute_mask(magnitudes.reshape(shape), 0.35).ravel()
     expected = np.flatnonzero(kept.ravel() & ~after)
     nonzero = np.count_nonzero(after & (magnitudes != 0))
     indices, left = newly_pruned(magnitudes, kept.ravel(), 0.35)
@@ -53,7 +60,7 @@ def test_newly_pruned_adds_what_keep_mask_would_prune(shape, monkeypatch):
     assert left == nonzero
 
 
-def test_newly_pruned_never_revives_and_leaves_sparser_masks_to_keep_mask():
+def test_newly_pruned_never_revives_and_leaves_sparser_masks_to_compute_mask():
     magnitudes = np.array([0.0, 5.0, 0.1, 0.2, 3.0, 4.0], np.float32)
     kept = np.array([True, False, True, True, True, True])  # weight 1 pruned earlier, weight 0 kept at zero
     indices, left = newly_pruned(magnitudes, kept, 0.5)
@@ -143,5 +150,5 @@ def test_global_ranking_prunes_small_layers_more():
     (lambda: compute_global_masks([np.ones((8, 4))], 0.5, Pattern("nm")), "global ranking does not apply"),
 ])
 def test_bad_arguments(call, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TfpruneError, match=message):
         call()

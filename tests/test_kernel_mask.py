@@ -3,9 +3,9 @@ and the constraint's own assignment leaves the traced step only where it is prov
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 
 from tfprune import PrunableDense, native, prunable_layers
+from tfprune._keras import keras
 from tfprune.kernel_mask import _METHODS
 
 rng = np.random.default_rng(3)

@@ -1,11 +1,18 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 
-from tfprune import GradualPruningCallback, PolynomialDecay, PrunableDense, prunable_layers, sparsity_report, strip_model
+from tfprune import (
+    GradualPruningCallback,
+    PolynomialDecay,
+    PrunableDense,
+    prunable_layers,
+    sparsity_report,
+    strip_model,
+)
+from tfprune._keras import keras
 from tfprune.criteria import Pattern
-from tfprune.strip import format_report
+from tfprune.report import format_report
 
 rng = np.random.default_rng(1)
 X = rng.standard_normal((256, 20)).astype(np.float32)

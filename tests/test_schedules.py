@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tfprune import schedules
+from tfprune import TfpruneError, schedules
 from tfprune.schedules import ConstantSparsity, OneShot, PolynomialDecay
 
 
@@ -44,12 +44,12 @@ def test_dict_and_json_round_trip(schedule):
     ({"exponent": 0}, "exponent must be a number > 0"),
 ])
 def test_bad_arguments_raise_clear_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TfpruneError, match=message):
         PolynomialDecay(**kwargs)
 
 
 def test_from_dict_rejects_unknown_kind_and_keys():
-    with pytest.raises(ValueError, match="schedule kind must be one of"):
+    with pytest.raises(TfpruneError, match="schedule kind must be one of"):
         schedules.from_dict({"kind": "cosine"})
-    with pytest.raises(ValueError, match="unknown polynomial_decay schedule setting"):
+    with pytest.raises(TfpruneError, match="unknown polynomial_decay schedule setting"):
         schedules.from_dict({"kind": "polynomial_decay", "final_sparsity": 0.5, "speed": 2})

@@ -6,14 +6,14 @@ differs between "weight" and "unit" pruning is the Pattern.
 from __future__ import annotations
 
 import numpy as np
-import tf_keras as keras
 
+from tfprune._keras import keras
 from tfprune.callbacks import GradualPruningCallback
 from tfprune.layers import prunable_layers
-from tfprune.mlp import build_mlp, network_kernels
+from tfprune.models.mlp import build_mlp, network_kernels
 from tfprune.regularizers import PruningFriendly
+from tfprune.report import zero_fraction
 from tfprune.schedules import PolynomialDecay
-from tfprune.strip import zero_fraction
 
 KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 METHODS = {"weight": "unstructured", "unit": "unit"}

@@ -6,14 +6,17 @@ groups are pruned until the number of pruned elements is the one closest to `spa
 selection rule makes the counts exact to the element for every pattern and lets a global ranking across
 layers reuse it unchanged. N:M is the exception (its groups are capped per M-window) and lives in `nm_keep`.
 
-Kernels are Dense kernels, shape (inputs, outputs): a *unit* (neuron) is an output column, as in the FOR.ai
-pruning challenge; a *row* is everything an input feeds.
+Kernels are 2-D views, rows x units (`registry.View`): a Dense kernel as it is, (inputs, outputs); a
+convolution's (kh * kw * in, filters). A *unit* (neuron, filter) is a column, as in the FOR.ai pruning
+challenge; a *row* is everything one input position feeds.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from tfprune.errors import TfpruneError
 
 PATTERNS = ("unstructured", "unit", "row", "block", "nm")
 
@@ -29,13 +32,13 @@ class Pattern:
 
     def __post_init__(self):
         if self.name not in PATTERNS:
-            raise ValueError(f"pattern must be one of {list(PATTERNS)}, got {self.name!r}")
+            raise TfpruneError(f"pattern must be one of {list(PATTERNS)}, got {self.name!r}")
         for arg in ("block_size", "n", "m"):
             value = getattr(self, arg)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+                raise TfpruneError(f"{arg} must be a positive integer, got {value!r}")
         if self.n >= self.m:
-            raise ValueError(f"N:M needs 1 <= n < m, got n={self.n}, m={self.m}")
+            raise TfpruneError(f"N:M needs 1 <= n < m, got n={self.n}, m={self.m}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +53,7 @@ def parse_nm(text: str) -> tuple[int, int]:
     try:
         n, m = (int(part) for part in text.split(":"))
     except ValueError:
-        raise ValueError(f"nm must look like N:M (e.g. 2:4), got {text!r}") from None
+        raise TfpruneError(f"nm must look like N:M (e.g. 2:4), got {text!r}") from None
     Pattern("nm", n=n, m=m)
     return n, m
 
@@ -58,13 +61,13 @@ def parse_nm(text: str) -> tuple[int, int]:
 def _check_kernel(kernel: np.ndarray) -> np.ndarray:
     kernel = np.asarray(kernel)
     if kernel.ndim != 2:
-        raise ValueError(f"kernel must be 2-D (inputs, outputs), got shape {kernel.shape}")
+        raise TfpruneError(f"kernel must be a 2-D view (rows, units), got shape {kernel.shape}")
     return kernel
 
 
 def _check_sparsity(sparsity: float) -> None:
     if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        raise TfpruneError(f"sparsity must be in [0, 1), got {sparsity!r}")
 
 
 def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,18 +93,20 @@ def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray
         sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=block_rows * block_cols)
         sizes = np.bincount(ids.ravel(), minlength=block_rows * block_cols).astype(np.int64)
         return ids, np.sqrt(sq * (b * b) / sizes), sizes
-    raise ValueError(f"pattern {pattern.name!r} has no group form; use nm_keep")
+    raise TfpruneError(f"pattern {pattern.name!r} has no group form; use nm_keep")
 
 
 def choose_pruned(scores: np.ndarray, sizes: np.ndarray, target: float) -> np.ndarray:
-    """Boolean per group: prune the lowest scores while that brings the pruned count closer to `target`.
+    """Boolean per group: prune the lowest scores while that brings the pruned count closer to `target`
+(exactly halfway: the larger count, as `pruned_count` and `structure.pruned_units` round).
 
     Ties are broken by group index (stable sort) so the result is deterministic; one group always survives
     (a fully pruned layer disconnects the network, which tfmot issue #215 hit near 100 %).
     """
     order = np.argsort(scores, kind="stable")
     cumulative = np.concatenate([[0], np.cumsum(sizes[order])])
-    count = int(np.argmin(np.abs(cumulative - target)))
+    distance = np.abs(cumulative - target)
+    count = len(distance) - 1 - int(np.argmin(distance[::-1]))  # halfway: the larger count, as pruned_count
     count = min(count, len(scores) - 1)
     pruned = np.zeros(len(scores), bool)
     pruned[order[:count]] = True
@@ -155,7 +160,7 @@ def newly_pruned(magnitudes: np.ndarray, kept: np.ndarray, sparsity: float) -> t
     """(flat indices of the kept weights that unstructured pruning at `sparsity` prunes next, non-zero
     weights the layer keeps after them), given |kernel| and the current mask (bool), both flat. The smallest
     kept magnitudes go, as many as the target adds, ties in index order. None when the mask already prunes
-    more than `sparsity` asks (a full recompute, `keep_mask`, may then revive weights; this never does).
+    more than `sparsity` asks (a full recompute, `compute_mask`, may then revive weights; this never does).
 
     Gradual pruning adds a little at every update, and pruned weights are zero, so the next ones to go
     are the few smallest kept weights: found in about three passes over the kernel, and installed by
@@ -179,7 +184,7 @@ def newly_pruned(magnitudes: np.ndarray, kept: np.ndarray, sparsity: float) -> t
     values = magnitudes[indices]
     threshold = np.partition(values, needed - 1)[needed - 1]
     pruned = values < threshold
-    tied = np.flatnonzero(values == threshold)  # the first in index order go, as in keep_mask
+    tied = np.flatnonzero(values == threshold)  # the first in index order go, as in compute_mask
     pruned[tied[:needed - np.count_nonzero(pruned)]] = True
     kept_zeros = int(np.count_nonzero(values[~pruned] == 0))  # every kept zero is <= the bracket's top
     return indices[pruned], kept_count - needed - kept_zeros
@@ -230,9 +235,9 @@ def nm_keep(kernel: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
     _check_sparsity(sparsity)
     rows, cols = kernel.shape
     if rows % m:
-        raise ValueError(f"N:M needs the kernel's input size divisible by m; got inputs={rows}, m={m}")
+        raise TfpruneError(f"N:M needs the kernel's input size divisible by m; got inputs={rows}, m={m}")
     if sparsity > (m - n) / m + 1e-9:
-        raise ValueError(f"sparsity {sparsity} exceeds what {n}:{m} allows ({(m - n) / m:g})")
+        raise TfpruneError(f"sparsity {sparsity} exceeds what {n}:{m} allows ({(m - n) / m:g})")
     windows = np.abs(kernel).reshape(rows // m, m, cols)
     rank = np.argsort(np.argsort(windows, axis=1, kind="stable"), axis=1, kind="stable")
     candidate = rank < (m - n)
@@ -244,10 +249,20 @@ def nm_keep(kernel: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
     return keep.reshape(kernel.shape)
 
 
-def keep_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured") -> np.ndarray:
-    """Boolean mask, True where a weight stays, pruning `kernel` to `sparsity` with `pattern` (layer-wise).
+def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured") -> np.ndarray:
+    """The mask that prunes one 2-D kernel to `sparsity` with `pattern` (layer-wise ranking).
 
-    Boolean because it is a quarter of the bytes to hand to TensorFlow every few steps.
+    Args:
+        kernel: rows x units (a layer's weight through `registry.view(layer).to_2d`).
+        sparsity: fraction of the elements to prune, in [0, 1); the count is the nearest one the pattern's
+            groups allow, and at least one group is kept.
+        pattern: a `Pattern` or a pattern name.
+    Returns:
+        A boolean array of the kernel's shape, True where a weight stays (a quarter of the bytes of a float
+        mask, handed to TensorFlow every few steps).
+    Raises:
+        TfpruneError: a sparsity outside [0, 1), a kernel that is not 2-D, an N:M pattern the kernel's rows do
+            not divide or a sparsity it cannot reach.
     """
     pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
     kernel = _check_kernel(kernel)
@@ -260,21 +275,25 @@ def keep_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "uns
     return ~choose_pruned(scores, sizes, sparsity * kernel.size)[ids]
 
 
-def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured") -> np.ndarray:
-    """The 0/1 float32 mask that prunes `kernel` to `sparsity` with `pattern` (layer-wise ranking)."""
-    return keep_mask(kernel, sparsity, pattern).astype(np.float32)
-
-
-def global_keep_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured") -> list[np.ndarray]:
-    """One ranking across all kernels: layers with small weights give up more than the average.
+def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured") -> list[np.ndarray]:
+    """Masks from one ranking across all kernels: layers with small weights give up more than the average.
 
     Scores are compared as they are (no per-layer normalisation), which is what global magnitude pruning
     means; each kernel still keeps at least one group.
+
+    Args:
+        kernels: 2-D views (rows x units).
+        sparsity: fraction of all their elements together to prune, in [0, 1).
+        pattern: any pattern but "nm" (its structure is per window).
+    Returns:
+        One boolean keep-mask per kernel.
+    Raises:
+        TfpruneError: the "nm" pattern, a sparsity outside [0, 1), a kernel that is not 2-D.
     """
     pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
     _check_sparsity(sparsity)
     if pattern.name == "nm":
-        raise ValueError("global ranking does not apply to the nm pattern (its structure is per window); use layer-wise")
+        raise TfpruneError("global ranking does not apply to the nm pattern (its structure is per window); use layer-wise")
     parts = [groups(_check_kernel(k), pattern) for k in kernels]
     scores = np.concatenate([p[1] for p in parts])
     sizes = np.concatenate([p[2] for p in parts])
@@ -288,9 +307,4 @@ def global_keep_masks(kernels: list[np.ndarray], sparsity: float, pattern: Patte
             own[np.argmax(group_scores)] = False
         masks.append(~own[ids])
     return masks
-
-
-def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured") -> list[np.ndarray]:
-    """`global_keep_masks` as 0/1 float32 masks."""
-    return [keep.astype(np.float32) for keep in global_keep_masks(kernels, sparsity, pattern)]
 

@@ -1,48 +1,67 @@
-"""PrunableDense: a tf-keras Dense wrapper that owns a pruning mask.
+"""The wrapper over any layer with a registered prunable weight (`registry`), and `prune` to place it.
 
-The kernel variable itself is kept equal to kernel * mask, so the forward pass is the Dense's own and
-costs nothing extra. Every write the package makes keeps it so: optimizer steps through `kernel_mask`
-(a constraint after each step, masked increments that make it free), installing a mask zeros the weights
-it prunes, and the pruning callback re-applies the masks when training starts, after any writes of the
-user's own. Checkpoints therefore hold kernels exactly as sparse as their masks, whatever Adam's moments say.
+The weight variable itself is kept equal to weight * mask, so the forward pass is the wrapped layer's own and
+costs nothing extra. Every write the package makes keeps it so: optimizer steps through `kernel_mask` (a
+constraint after each step, masked increments that make it free), installing a mask zeros the weights it
+prunes, and the pruner re-applies the masks when training starts, after any writes of the user's own.
+Checkpoints therefore hold weights exactly as sparse as their masks, whatever Adam's moments say.
 
-Multiplying by the mask in the forward pass as well (tfmot's way) would be a second pass over every
-kernel at every step, for no change in the result: 4.6 % of the FOR.ai MLP's training time here. The
-gradient is the dense one, as tfmot's straight-through gradient; the masked update discards what it does
-to pruned weights. (Masking the gradient instead left Adam's moments of pruned weights decaying into
-denormal floats, which halved the MLP's training speed on this CPU.)
+Multiplying by the mask in the forward pass as well (tfmot's way) would be a second pass over every kernel at
+every step for no change in the result (4.6 % of the FOR.ai MLP's training time, docs/results/overhead.md).
+The gradient is the dense one, as tfmot's straight-through gradient; the masked update discards what it
+does to pruned weights (masking the gradient instead let Adam's moments of pruned weights decay into
+denormal floats, which halved the MLP's training speed on a CPU).
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
-from tfprune import kernel_mask
-from tfprune.criteria import Pattern, keep_mask
+from tfprune import kernel_mask, registry
+from tfprune._keras import keras
+from tfprune.criteria import Pattern, compute_mask
+from tfprune.errors import TfpruneError
+
+
+def _as_pattern(pattern) -> Pattern:
+    if isinstance(pattern, Pattern):
+        return pattern
+    if isinstance(pattern, dict):
+        return Pattern.from_dict(pattern)
+    if isinstance(pattern, str):
+        return Pattern(pattern)
+    raise TfpruneError(f"pattern must be a Pattern, a dict or a pattern name, got {type(pattern).__name__}")
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
-class PrunableDense(keras.layers.Wrapper):
-    """Wraps a `Dense` layer (built or not) and prunes its kernel with `pattern`.
+class PrunableLayer(keras.layers.Wrapper):
+    """Wraps a layer of a registered type (Dense, EinsumDense, Conv1D/2D/3D, DepthwiseConv2D, ...), built or
+    not, and prunes its weight with `pattern` on the weight's 2-D view (rows x units, `registry`).
 
-    The mask is a non-trainable variable, written in cross-replica context so every replica holds the same
-    one. It changes only through `set_mask` / `prune_to`, or `PruningStep` (which the
-    `GradualPruningCallback` drives on its schedule).
+    The mask is a non-trainable variable in the weight's shape, written in cross-replica context so every
+    replica holds the same one. It changes only through `set_mask` / `prune_to`, or the `PruningStep` that
+    `GradualPruningCallback` drives on its schedule. Coupled structures (`structure`) may also mask the bias.
+
+    Args:
+        layer: the layer to wrap.
+        pattern: a `Pattern`, its dict, or a pattern name ("unstructured", "unit", "row", "block", "nm").
+    Raises:
+        TfpruneError: the layer's type is not registered, or the pattern is unknown.
     """
 
     def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", **kwargs):
-        if not isinstance(layer, keras.layers.Dense):
-            raise ValueError(
-                f"PrunableDense wraps a tf_keras.layers.Dense, got {type(layer).__module__}.{type(layer).__name__}"
-            )
+        if not isinstance(layer, keras.layers.Layer) or not registry.is_prunable(layer):
+            raise TfpruneError(f"{type(self).__name__} wraps a tf_keras layer of a registered type "
+                               f"({', '.join(sorted(t.__name__ for t in registry.registered_types()))}), got "
+                               f"{type(layer).__module__}.{type(layer).__name__}")
         kwargs.setdefault("name", f"prunable_{layer.name}")
         super().__init__(layer, **kwargs)
-        if isinstance(pattern, dict):
-            pattern = Pattern.from_dict(pattern)
-        self.pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
+        self.pattern = _as_pattern(pattern)
         self.mask = None
         self.sparsity = None
+        self.bias_mask = None
         if layer.built:
             self._create_mask()
 
@@ -54,34 +73,61 @@ class PrunableDense(keras.layers.Wrapper):
             self._create_mask()
         super().build(input_shape)
 
+    def _mask_variable(self, name: str, like: tf.Variable) -> tf.Variable:
+        return self.add_weight(
+            name=name, shape=like.shape, dtype=like.dtype, initializer="ones", trainable=False,
+            aggregation=tf.VariableAggregation.MEAN, synchronization=tf.VariableSynchronization.ON_WRITE)
+
     def _create_mask(self):
-        kernel = self.layer.kernel
-        self.mask = self.add_weight(
-            name="mask", shape=kernel.shape, dtype=kernel.dtype, initializer="ones", trainable=False,
-            aggregation=tf.VariableAggregation.MEAN, synchronization=tf.VariableSynchronization.ON_WRITE,
-        )
+        self.mask = self._mask_variable("mask", self.kernel)
         self.sparsity = self.add_weight(
             name="target_sparsity", shape=(), dtype=tf.float32, initializer="zeros", trainable=False,
             aggregation=tf.VariableAggregation.MEAN,
         )
-        kernel_mask.install(kernel, self.mask)
+        kernel_mask.install(self.kernel, self.mask)
+
+    def ensure_bias_mask(self) -> tf.Variable:
+        """A mask for the bias too (created once, all ones), kept by the same optimizer hooks as the kernel:
+        a coupled structure that removes a unit zeros its bias."""
+        if self.bias_mask is None:
+            bias = getattr(self.layer, "bias", None)
+            if bias is None:
+                raise TfpruneError(f"{self.name} has no bias to mask")
+            self.bias_mask = self._mask_variable("bias_mask", bias)
+            kernel_mask.install(bias, self.bias_mask)
+        return self.bias_mask
 
     # HF's layers call sublayers as `self.dense(inputs=hidden_states)`: keep the argument named `inputs`.
     def call(self, inputs, training=None):
-        return self.layer.call(inputs)  # the kernel already is kernel * mask (module docstring)
+        return self.layer.call(inputs)  # the weight already is weight * mask (module docstring)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
     @property
     def kernel(self) -> tf.Variable:
-        return self.layer.kernel
+        """The pruned weight (`kernel`, or `depthwise_kernel` for DepthwiseConv2D), in its own shape."""
+        return getattr(self.layer, registry.entry_for(self.layer).weight)
+
+    @property
+    def view(self) -> registry.View:
+        """How the weight maps to rows x units, the shape criteria rank."""
+        return registry.view(self.layer)
 
     def set_mask(self, mask, sparsity: float | None = None) -> None:
-        """Install a 0/1 mask and zero the pruned weights now (not only after the next optimizer step)."""
+        """Install a 0/1 (or boolean) mask, in the weight's shape or its 2-D view, and zero the pruned weights
+        now (not only after the next optimizer step). `sparsity` is recorded as the target.
+
+        Raises:
+            TfpruneError: the mask has neither shape.
+        """
         mask = np.asarray(mask)
-        if mask.shape != tuple(self.mask.shape):
-            raise ValueError(f"mask shape {mask.shape} does not match kernel shape {tuple(self.mask.shape)} of {self.name}")
+        view = self.view
+        if mask.shape == view.shape_2d and mask.shape != view.shape:
+            mask = view.from_2d(mask)
+        if mask.shape != view.shape:
+            raise TfpruneError(f"mask shape {mask.shape} matches neither the weight {view.shape} nor its 2-D view "
+                               f"{view.shape_2d} of {self.name}")
         self._install_mask(tf.constant(mask), float(self.sparsity.numpy() if sparsity is None else sparsity))
 
     def _install_mask(self, mask, sparsity):
@@ -92,19 +138,29 @@ class PrunableDense(keras.layers.Wrapper):
         self.kernel.assign(self.kernel * mask)
         self.sparsity.assign(sparsity)
 
+    def _install_bias_mask(self, mask):
+        mask = tf.cast(mask, self.bias_mask.dtype)
+        self.bias_mask.assign(mask)
+        self.layer.bias.assign(self.layer.bias * mask)
+
     def prune_to(self, sparsity: float) -> None:
-        """Layer-wise mask at `sparsity` with this layer's pattern."""
-        self.set_mask(keep_mask(self.kernel.numpy(), sparsity, self.pattern), sparsity)
+        """Layer-wise mask at `sparsity` with this layer's pattern, installed at once."""
+        view = self.view
+        self.set_mask(view.from_2d(compute_mask(view.to_2d(self.kernel.numpy()), sparsity, self.pattern)), sparsity)
 
     def apply_mask(self) -> None:
-        """kernel *= mask: restores kernel == kernel * mask after writes that bypass it (your own assign or
-        set_weights on the kernel, an optimizer that ignores constraints)."""
+        """weight *= mask (and bias *= bias mask): restores the invariant after writes that bypass it (your
+        own assign or set_weights, an optimizer that ignores constraints)."""
         self.kernel.assign(self.kernel * tf.cast(self.mask, self.kernel.dtype))
+        if self.bias_mask is not None:
+            self.layer.bias.assign(self.layer.bias * tf.cast(self.bias_mask, self.layer.bias.dtype))
 
-    def bake(self) -> keras.layers.Dense:
-        """Write kernel * mask into the Dense, give it back its own constraint, and return it (unwrapped)."""
+    def bake(self):
+        """Write weight * mask into the wrapped layer, give it back its own constraints, and return it."""
         self.apply_mask()
         kernel_mask.uninstall(self.kernel)
+        if self.bias_mask is not None:
+            kernel_mask.uninstall(self.layer.bias)
         return self.layer
 
     def get_config(self):
@@ -117,11 +173,28 @@ class PrunableDense(keras.layers.Wrapper):
         return cls(layer, **config)
 
 
-def prunable_layers(model: tf.Module) -> list[PrunableDense]:
-    """Every PrunableDense anywhere under `model`, also inside plain Layers such as HF's TFBertMainLayer
-    (tfmot only looks inside keras.Model instances and misses them). Order is stable: attribute order."""
-    found = [m for m in getattr(model, "submodules", ()) if isinstance(m, PrunableDense)]
-    if isinstance(model, PrunableDense):
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableDense(PrunableLayer):
+    """`PrunableLayer` for a `Dense` only: the name and saved-config format of tfprune's first wrapper."""
+
+    def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", **kwargs):
+        if not isinstance(layer, keras.layers.Dense):
+            raise TfpruneError(
+                f"PrunableDense wraps a tf_keras.layers.Dense, got {type(layer).__module__}.{type(layer).__name__}")
+        super().__init__(layer, pattern, **kwargs)
+
+
+def wrap(layer, pattern: Pattern | dict | str = "unstructured", **kwargs) -> PrunableLayer:
+    """The wrapper for `layer`: a PrunableDense for a Dense (its saved-config name), else a PrunableLayer."""
+    cls = PrunableDense if isinstance(layer, keras.layers.Dense) else PrunableLayer
+    return cls(layer, pattern, **kwargs)
+
+
+def prunable_layers(model: tf.Module) -> list[PrunableLayer]:
+    """Every wrapper anywhere under `model`, also inside plain Layers such as HF's TFBertMainLayer (tfmot
+    only looks inside keras.Model instances and misses them). Order is stable: attribute order."""
+    found = [m for m in getattr(model, "submodules", ()) if isinstance(m, PrunableLayer)]
+    if isinstance(model, PrunableLayer):
         found.insert(0, model)
     seen, unique = set(), []
     for layer in found:
@@ -131,8 +204,89 @@ def prunable_layers(model: tf.Module) -> list[PrunableDense]:
     return unique
 
 
-def reapply_masks(model: tf.Module | list[PrunableDense]) -> None:
-    """kernel *= mask for every wrapper in `model` (or in a list of wrappers): after writing kernels
+def reapply_masks(model: tf.Module | list[PrunableLayer]) -> None:
+    """weight *= mask for every wrapper in `model` (or in a list of wrappers): after writing weights
     yourself, or after each step with an optimizer that ignores variable constraints."""
     for layer in model if isinstance(model, list) else prunable_layers(model):
         layer.apply_mask()
+
+
+def layer_paths(model) -> list[tuple[str, object, object, str]]:
+    """(path, parent, attribute, layer) for every registered layer reachable through attributes of `model`'s
+    layers, depth first: the path joins attribute names with "/" (e.g. "bert/encoder/layer/0/intermediate/
+    dense"); list items get their index. Wrapped layers are listed as their wrapper and not entered."""
+    found, seen = [], set()
+
+    def visit(obj, path):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        # Public attributes first (their names make the paths), then Keras' own list of tracked layers, for
+        # containers that hold layers nowhere else (a Sequential built without an input).
+        attributes = [(name, value) for name, value in vars(obj).items() if not name.startswith("_")]
+        attributes += [("", item) for item in getattr(obj, "_self_tracked_trackables", ())]
+        for name, value in attributes:
+            items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+            for index, item in items:
+                if not isinstance(item, keras.layers.Layer) or item is obj or id(item) in seen:
+                    continue
+                local = item.name if name == "" else name if index is None else f"{name}/{index}"
+                child = f"{path}/{local}" if path else local
+                if isinstance(item, PrunableLayer) or registry.is_prunable(item):
+                    seen.add(id(item))
+                    found.append((child, obj, (name, index), item))
+                else:
+                    visit(item, child)
+
+    visit(model, "")
+    return found
+
+
+def prune(target, pattern: Pattern | dict | str = "unstructured", include: str | None = None) -> list[PrunableLayer]:
+    """Wrap a layer, or every matching layer of a model in place, for pruning with `pattern`.
+
+    Args:
+        target: a layer of a registered type (its wrapper is returned, to use in its place), or a model or
+            layer that holds such layers as attributes, at any depth: subclassed models, HF's TFBert* and its
+            plain TFBertMainLayer, functional and Sequential models (whose graph is rewired to call the
+            wrappers; `get_config` and saving follow).
+        pattern: the pattern of every new wrapper.
+        include: a regular expression searched in each layer's path (attribute names joined by "/", e.g.
+            "bert/encoder/layer/3/intermediate/dense", or a functional model's layer names); None: every
+            registered layer. Layers wrapped already are left as they are.
+    Returns:
+        The new wrappers, in attribute order.
+    Raises:
+        TfpruneError: no registered layer matches, the expression is invalid, or the pattern is unknown.
+    """
+    pattern = _as_pattern(pattern)
+    if registry.is_prunable(target) and not isinstance(target, PrunableLayer):
+        return [wrap(target, pattern)]
+    try:
+        selected = re.compile(include) if include is not None else None
+    except re.error as error:
+        raise TfpruneError(f"include is not a valid regular expression ({error}): {include!r}") from None
+    from tfprune import functional  # only functional / Sequential models need it
+
+    if functional.is_graph_model(target):
+        return functional.wrap_in_graph(target, lambda layer: wrap(layer, pattern),
+                                        lambda path: selected is None or bool(selected.search(path)))
+    wrappers = []
+    for path, parent, (attribute, index), layer in layer_paths(target):
+        if isinstance(layer, PrunableLayer) or (selected is not None and not selected.search(path)):
+            continue
+        if attribute == "":
+            raise TfpruneError(f"{path} is held only in Keras' layer list of {parent.name}, not as an attribute: "
+                               "wrap it where the model is built (PrunableLayer) instead")
+        wrapper = wrap(layer, pattern)
+        wrapper.label = path
+        if index is None:
+            setattr(parent, attribute, wrapper)
+        else:
+            container = getattr(parent, attribute)
+            container[index] = wrapper
+        wrappers.append(wrapper)
+    if not wrappers:
+        raise TfpruneError(f"no unwrapped layer of a registered type matches include={include!r} in "
+                           f"{getattr(target, 'name', type(target).__name__)}")
+    return wrappers

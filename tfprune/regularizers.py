@@ -7,14 +7,16 @@ prunes anything itself: they shape the trained weights that a criterion later ra
 from __future__ import annotations
 
 import tensorflow as tf
-import tf_keras as keras
+
+from tfprune._keras import keras
+from tfprune.errors import TfpruneError
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
 class PruningFriendly(keras.regularizers.Regularizer):
     def __init__(self, l1: float = 0.0, group: float = 0.0):
         if l1 < 0 or group < 0:
-            raise ValueError(f"l1 and group must be >= 0, got l1={l1}, group={group}")
+            raise TfpruneError(f"l1 and group must be >= 0, got l1={l1}, group={group}")
         self.l1, self.group = float(l1), float(group)
 
     def __call__(self, kernel):

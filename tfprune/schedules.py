@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from tfprune.errors import TfpruneError
+
 
 def _check_sparsity(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        raise TfpruneError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 def _check_window(begin_step: int, end_step: int | None) -> None:
@@ -20,12 +22,12 @@ def _check_window(begin_step: int, end_step: int | None) -> None:
     if end_step is not None:
         _check_step("end_step", end_step)
         if begin_step >= end_step:
-            raise ValueError(f"begin_step must be < end_step, got begin_step={begin_step}, end_step={end_step}")
+            raise TfpruneError(f"begin_step must be < end_step, got begin_step={begin_step}, end_step={end_step}")
 
 
 def _check_step(name: str, value: int, minimum: int = 0) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise TfpruneError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class PolynomialDecay:
         _check_window(self.begin_step, self.end_step)
         _check_step("frequency", self.frequency, minimum=1)
         if not isinstance(self.exponent, (int, float)) or isinstance(self.exponent, bool) or self.exponent <= 0:
-            raise ValueError(f"exponent must be a number > 0, got {self.exponent!r}")
+            raise TfpruneError(f"exponent must be a number > 0, got {self.exponent!r}")
 
     def sparsity_at(self, step: int) -> float:
         if step < self.begin_step:
@@ -116,7 +118,15 @@ SCHEDULES = {cls.kind: cls for cls in (PolynomialDecay, ConstantSparsity, OneSho
 Schedule = PolynomialDecay | ConstantSparsity | OneShot
 
 
+def register(cls) -> type:
+    """Add a schedule kind (a frozen dataclass with `kind`, `sparsity_at` and `should_update`) to the
+    registry that `from_dict` reads; usable as a class decorator."""
+    SCHEDULES[cls.kind] = cls
+    return cls
+
+
 def to_dict(schedule: Schedule) -> dict:
+    """The schedule as plain data: {"kind": ..., its settings}."""
     return {"kind": schedule.kind, **asdict(schedule)}
 
 
@@ -125,12 +135,12 @@ def from_dict(config: dict) -> Schedule:
     config = dict(config)
     kind = config.pop("kind", PolynomialDecay.kind)
     if kind not in SCHEDULES:
-        raise ValueError(f"schedule kind must be one of {sorted(SCHEDULES)}, got {kind!r}")
+        raise TfpruneError(f"schedule kind must be one of {sorted(SCHEDULES)}, got {kind!r}")
     cls = SCHEDULES[kind]
     allowed = {f.name for f in fields(cls)}
     unknown = sorted(set(config) - allowed)
     if unknown:
-        raise ValueError(f"unknown {kind} schedule setting(s) {unknown}; allowed: {sorted(allowed)}")
+        raise TfpruneError(f"unknown {kind} schedule setting(s) {unknown}; allowed: {sorted(allowed)}")
     return cls(**config)
 
 

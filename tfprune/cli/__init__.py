@@ -1,18 +1,25 @@
-"""Shared CLI plumbing: user errors become one line and exit code 2, outputs appear whole or not at all."""
+"""The command-line front doors (one module per command) and their shared plumbing: user errors become
+one line and exit code 2, bugs keep their traceback, outputs appear whole or not at all."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
+
+from tfprune.errors import TfpruneError
+from tfprune.report import markdown_table, write_json  # noqa: F401  (re-exported for the commands)
+
+# Problems a user causes and can fix. Any other exception is a bug and keeps its traceback.
+USER_ERRORS = (TfpruneError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
-class UsageError(ValueError):
-    """A problem the user can fix (bad flag value, missing file): reported as one line, exit code 2."""
+class UsageError(TfpruneError):
+    """A bad command-line value: reported as one line, exit code 2."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -22,13 +29,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
 def run(main, argv=None) -> int:
-    """Call `main(argv)`; ValueError (which UsageError is), FileNotFoundError -> one stderr line, exit 2."""
+    """Call `main(argv)`: a user error (USER_ERRORS) becomes one stderr line and exit code 2; warnings are
+    one `warning:` line each; anything else propagates with its traceback."""
     prog = os.path.basename(sys.argv[0])
+    warnings.formatwarning = _one_line_warning
     try:
         main(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+    except USER_ERRORS as error:
         message = str(error) or error.__class__.__name__
+        if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
+            message = f"{error.filename}: {message}"
         print(f"{prog}: error: {message.splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -83,30 +98,9 @@ def _move_in(staging: str, final_dir: str) -> None:
         os.replace(os.path.join(staging, name), target)
 
 
-def markdown_table(columns: list[str], rows: list[list]) -> str:
-    """A markdown table; columns whose title ends in ">" are right-aligned (numbers), the ">" dropped."""
-    titles = [c.rstrip(">") for c in columns]
-    rule = ["---:" if c.endswith(">") else "---" for c in columns]
-    lines = ["| " + " | ".join(titles) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_json(path: str, payload: dict) -> None:
-    with open(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable)
-        handle.write("\n")
-
-
-def _jsonable(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
 class Stopwatch:
+    """Seconds since it was made."""
+
     def __init__(self):
         self.start = time.perf_counter()
 

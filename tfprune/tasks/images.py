@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tfprune.cli import UsageError
+from tfprune.errors import TfpruneError
 
 DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 DATASETS = ("fashion_mnist", "mnist")
@@ -20,12 +20,12 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as handle:
         data = handle.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UsageError(f"{path} is not an unsigned-byte IDX file")
+        raise TfpruneError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise UsageError(f"{path} is truncated: header says {shape}, found {body.size} bytes")
+        raise TfpruneError(f"{path} is truncated: header says {shape}, found {body.size} bytes")
     return body.reshape(shape)
 
 
@@ -39,16 +39,16 @@ def _find(folder: str, stem: str) -> str | None:
 
 def load_idx_folder(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not os.path.isdir(folder):
-        raise UsageError(f"data dir {folder} does not exist")
+        raise TfpruneError(f"data dir {folder} does not exist")
     splits = {}
     for split, stems in FILES.items():
         paths = [_find(folder, stem) for stem in stems]
         if None in paths:
             missing = [stem for stem, path in zip(stems, paths) if path is None]
-            raise UsageError(f"data dir {folder} has no {', '.join(missing)}[.gz] (IDX files of (Fashion-)MNIST)")
+            raise TfpruneError(f"data dir {folder} has no {', '.join(missing)}[.gz] (IDX files of (Fashion-)MNIST)")
         images, labels = (read_idx(p) for p in paths)
         if len(images) != len(labels):
-            raise UsageError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+            raise TfpruneError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
         splits[split] = (images, labels)
     return splits
 
@@ -56,7 +56,7 @@ def load_idx_folder(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def load_images(dataset: str = "fashion_mnist", data_dir: str | None = None) -> tuple[dict, str]:
     """({"train": (x, y), "test": (x, y)} with x float32 in [0, 1] flattened to 784, where it came from)."""
     if dataset not in DATASETS:
-        raise UsageError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+        raise TfpruneError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
     if data_dir:
         splits, source = load_idx_folder(data_dir), data_dir
     elif dataset in DEBIAN_DIRS and os.path.isdir(DEBIAN_DIRS[dataset]):
@@ -68,12 +68,12 @@ def load_images(dataset: str = "fashion_mnist", data_dir: str | None = None) -> 
 
 
 def _keras_download(dataset: str) -> dict:
-    import tf_keras as keras
+    from tfprune._keras import keras
 
     hint = ("apt-get install dataset-fashion-mnist" if dataset == "fashion_mnist"
-            else "put the four IDX files in a folder and pass --data-dir")
+            else "put the four IDX files in a folder and give it as the data directory")
     try:
         (xtr, ytr), (xte, yte) = getattr(keras.datasets, dataset).load_data()
     except Exception as error:  # no network: urllib errors of many kinds
-        raise UsageError(f"{dataset} not found locally and the download failed ({type(error).__name__}); {hint}") from None
+        raise TfpruneError(f"{dataset} not found locally and the download failed ({type(error).__name__}); {hint}") from None
     return {"train": (xtr, ytr), "test": (xte, yte)}

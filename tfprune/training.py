@@ -1,21 +1,15 @@
-"""Fine-tuning plumbing for sequence classification: GLUE metrics, dev evaluation, step scalars, checkpoints."""
+"""Fine-tuning plumbing for sequence classifiers: evaluation on a dev set, step scalars, epoch checkpoints."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
-
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
-    """MRPC's GLUE metrics: accuracy and F1 of the positive (paraphrase) class."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    tp = int(np.sum((predictions == 1) & (labels == 1)))
-    fp = int(np.sum((predictions == 1) & (labels == 0)))
-    fn = int(np.sum((predictions == 0) & (labels == 1)))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return {"accuracy": float(np.mean(predictions == labels)), "f1": float(f1)}
+from tfprune._keras import keras
+from tfprune.errors import TfpruneError
+from tfprune.tasks.metrics import accuracy_and_f1
 
 
 def logits_function(model):
@@ -34,18 +28,20 @@ def predict_logits(model, batches) -> np.ndarray:
     return np.concatenate([forward(batches.batch(i)[0]).numpy() for i in range(len(batches))])
 
 
-def evaluate(model, batches) -> dict:
-    return classification_metrics(batches.labels, predict_logits(model, batches).argmax(axis=1))
+def evaluate(model, batches, metrics=accuracy_and_f1) -> dict:
+    """`metrics(labels, predicted classes)` over every example of a PairBatches."""
+    return metrics(batches.labels, predict_logits(model, batches).argmax(axis=1))
 
 
 class EvalAndLog(keras.callbacks.Callback):
-    """Every `log_every` steps: loss and learning rate; after each epoch: dev accuracy/F1. All at the
-    optimizer's step, in the same TensorBoard run as the pruning scalars."""
+    """Every `log_every` steps: loss and learning rate; after each epoch: the dev metrics (`metrics`, as in
+    `evaluate`), as `eval/<name>`. All at the optimizer's step, in the same TensorBoard run as the pruning
+    scalars."""
 
-    def __init__(self, writer, eval_batches, log_every: int = 10):
+    def __init__(self, writer, eval_batches, log_every: int = 10, metrics=accuracy_and_f1):
         super().__init__()
         self._supports_tf_logs = True
-        self.writer, self.eval_batches, self.log_every = writer, eval_batches, log_every
+        self.writer, self.eval_batches, self.log_every, self.metrics = writer, eval_batches, log_every, metrics
         self.evaluations: list[dict] = []
 
     def _step(self) -> int:
@@ -61,14 +57,14 @@ class EvalAndLog(keras.callbacks.Callback):
                 tf.summary.scalar("train/learning_rate", lr)
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = evaluate(self.model, self.eval_batches)
+        metrics = evaluate(self.model, self.eval_batches, self.metrics)
         step = self._step()
         self.evaluations.append({"epoch": epoch + 1, "step": step, **metrics})
         with self.writer.as_default(step=step):
-            tf.summary.scalar("eval/accuracy", metrics["accuracy"])
-            tf.summary.scalar("eval/f1", metrics["f1"])
+            for name, value in metrics.items():
+                tf.summary.scalar(f"eval/{name}", value)
         self.writer.flush()
-        print(f"\nepoch {epoch + 1}: dev accuracy {100 * metrics['accuracy']:.2f} %, F1 {100 * metrics['f1']:.2f} %")
+        print(f"\nepoch {epoch + 1}: dev " + ", ".join(f"{name} {100 * value:.2f} %" for name, value in metrics.items()))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -90,7 +86,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """Restore the latest checkpoint into `model` (optimizer built first); returns the epochs done."""
         manager = self.manager(model)
         if manager.latest_checkpoint is None:
-            raise ValueError(f"--resume: no checkpoint in {self.directory}")
+            raise TfpruneError(f"no checkpoint to resume from in {self.directory}")
         if isinstance(model.optimizer, keras.optimizers.Optimizer):  # the new optimizers create slots in build
             model.optimizer.build(model.trainable_variables)
         model.optimizer.iterations  # noqa: B018  (legacy optimizers create it on first access)
@@ -103,6 +99,4 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def clear(self):
         if os.path.isdir(self.directory):
-            import shutil
-
             shutil.rmtree(self.directory)

@@ -10,9 +10,18 @@ import os
 
 import numpy as np
 
-from tfprune.cli import UsageError
+from tfprune.errors import TfpruneError
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+# Pairs a person can judge, run through every exported MRPC model (paraphrase, or not).
+MRPC_DEMO_PAIRS = [
+    ("The company said quarterly profit rose 12 percent.", "Quarterly profit at the company climbed 12 percent, it said."),
+    ("He was arrested in Paris on Tuesday.", "Police detained him in Paris on Tuesday."),
+    ("The bill passed the Senate by a vote of 60 to 38.", "The Senate approved the bill 60-38."),
+    ("The cat sat on the mat.", "Stock markets in Asia fell sharply on Monday."),
+    ("She will start her new job next week.", "The museum is closed for renovation until spring."),
+    ("Revenue fell to $1.2 billion from $1.5 billion.", "Revenue rose to $1.5 billion from $1.2 billion."),
+]
 
 
 def read_mrpc_tsv(path: str, labelled: bool = True) -> list[tuple[str, str, int]]:
@@ -23,35 +32,35 @@ def read_mrpc_tsv(path: str, labelled: bool = True) -> list[tuple[str, str, int]
     that names the file and line: silently skipping it would change the data set.
     """
     if not os.path.isfile(path):
-        raise UsageError(f"MRPC file {path} not found")
+        raise TfpruneError(f"MRPC file {path} not found")
     rows = []
     with open(path, encoding="utf-8-sig") as handle:
         header = handle.readline()
         if "#1 String" not in header:
-            raise UsageError(f"{path}:1: not a GLUE MRPC header (expected '#1 String' and '#2 String' columns)")
+            raise TfpruneError(f"{path}:1: not a GLUE MRPC header (expected '#1 String' and '#2 String' columns)")
         for number, line in enumerate(handle, start=2):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
                 continue
             fields = line.split("\t")
             if len(fields) != 5:
-                raise UsageError(f"{path}:{number}: malformed row: expected 5 tab-separated fields, found {len(fields)}")
+                raise TfpruneError(f"{path}:{number}: malformed row: expected 5 tab-separated fields, found {len(fields)}")
             label = -1
             if labelled:
                 if fields[0] not in ("0", "1"):
-                    raise UsageError(f"{path}:{number}: malformed row: label must be 0 or 1, found {fields[0]!r}")
+                    raise TfpruneError(f"{path}:{number}: malformed row: label must be 0 or 1, found {fields[0]!r}")
                 label = int(fields[0])
             rows.append((fields[3], fields[4], label))
     if not rows:
-        raise UsageError(f"{path} has no data rows")
+        raise TfpruneError(f"{path} has no data rows")
     return rows
 
 
 def find_mrpc_dir(data_dir: str | None) -> str | None:
-    """--data-dir, else $GLUE_DIR/MRPC, else data/glue/MRPC; None when none exists (then tfds is tried)."""
+    """`data_dir`, else $GLUE_DIR/MRPC, else data/glue/MRPC; None when none exists (then tfds is tried)."""
     if data_dir:
         if not os.path.isdir(data_dir):
-            raise UsageError(f"--data-dir {data_dir} does not exist")
+            raise TfpruneError(f"data directory {data_dir} does not exist")
         return data_dir
     for candidate in (os.path.join(os.environ["GLUE_DIR"], "MRPC") if os.environ.get("GLUE_DIR") else None,
                       os.path.join("data", "glue", "MRPC")):
@@ -74,7 +83,7 @@ def _load_tfds() -> dict[str, list]:
 
         splits = tfds.load("glue/mrpc", split=["train", "validation"])
     except Exception as error:  # offline: download errors of many kinds
-        raise UsageError("MRPC not found: pass --data-dir DIR (GLUE format: train.tsv, dev.tsv) or set GLUE_DIR; "
+        raise TfpruneError("MRPC not found: give a data directory (GLUE format: train.tsv, dev.tsv) or set GLUE_DIR; "
                          f"the tfds download of glue/mrpc failed too ({type(error).__name__})") from None
     return {name: [(ex["sentence1"].decode(), ex["sentence2"].decode(), int(ex["label"])) for ex in tfds.as_numpy(split)]
             for name, split in zip(("train", "dev"), splits)}
@@ -114,7 +123,7 @@ class PairBatches:
 
 def as_keras_sequence(batches: PairBatches):
     """Wrap PairBatches as a tf_keras Sequence (reshuffled every epoch by Keras' on_epoch_end)."""
-    import tf_keras as keras
+    from tfprune._keras import keras
 
     class _Sequence(keras.utils.Sequence):
         def __len__(self):

@@ -1,8 +1,7 @@
 """The FOR.ai pruning-challenge network: ReLU MLP 784-1000-1000-500-200, 10 logits, no biases."""
 from __future__ import annotations
 
-import tf_keras as keras
-
+from tfprune._keras import keras
 from tfprune.criteria import Pattern
 from tfprune.layers import PrunableDense
 

@@ -1,9 +1,10 @@
-"""Real speed from sparsity for ReLU MLPs without biases: compaction, sparse matmul, latency tables.
+"""Timing what sparsity buys a ReLU MLP without biases: dense, masked and sparse-matmul forward passes, and
+a latency timer.
 
 Masked kernels are as slow as dense ones: the zeros are still multiplied. Speed comes from either removing
-dead units physically (unit pruning: a smaller dense network) or skipping zeros (weight pruning: sparse
-matmul). All variants here are plain tf.functions over the same kernels, so the framework overhead is the
-same and the ratios show what the sparsity buys.
+dead units physically (unit pruning: `compaction`, then the dense forward of the smaller kernels) or
+skipping zeros (weight pruning: sparse matmul). All variants here are plain tf.functions over the same
+kernels, so the framework overhead is the same and the ratios show what the sparsity buys.
 """
 from __future__ import annotations
 
@@ -12,23 +13,6 @@ import time
 
 import numpy as np
 import tensorflow as tf
-
-
-def compact_kernels(kernels: list[np.ndarray]) -> list[np.ndarray]:
-    """Remove every hidden unit whose incoming column is all zero, with its outgoing row in the next kernel.
-
-    Exact for ReLU without biases: a dead unit outputs relu(0) = 0 and contributes nothing downstream.
-    The first kernel's inputs and the last kernel's outputs are never removed.
-    """
-    kernels = [np.asarray(k) for k in kernels]
-    compact = [kernels[0]]
-    for nxt in kernels[1:]:
-        alive = np.flatnonzero(np.any(compact[-1] != 0, axis=0))
-        if alive.size == 0:  # keep one unit so shapes stay valid
-            alive = np.array([0])
-        compact[-1] = compact[-1][:, alive]
-        compact.append(nxt[alive, :])
-    return compact
 
 
 def dense_forward(kernels: list[np.ndarray]):

@@ -1,1 +1,0 @@
-"""Data loaders: GLUE MRPC (glue.py) and IDX image sets such as Fashion-MNIST (images.py)."""

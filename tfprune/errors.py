@@ -1,0 +1,12 @@
+"""The one error type for problems a user can fix.
+
+`TfpruneError` is a ValueError, so code that already catches ValueError keeps working. Its messages name the
+argument and the values it allows, never a command-line flag: the library does not know how it was called.
+The command-line front doors turn exactly these (and missing or unreadable files) into one `error:` line;
+any other exception is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class TfpruneError(ValueError):
+    """A bad argument, an unusable file or a combination tfprune cannot honour: fixable by the caller."""
