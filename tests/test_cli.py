@@ -31,6 +31,7 @@ def idx_dir(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_mnist_challenge_small_run(idx_dir, tmp_path):
     out = tmp_path / "mnist"
     result = run("mnist_challenge.py", "--data-dir", idx_dir, "--epochs", "1", "--output-dir", str(out),
@@ -98,6 +99,7 @@ def test_mnist_empty_data_dir(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_train_mrpc_end_to_end_tiny(tiny_bert_dir, mrpc_dir, tmp_path):
     out = tmp_path / "run"
     args = ["train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--max-train-samples", "32",
@@ -152,6 +154,7 @@ def test_train_mrpc_bad_input(extra, fragments, tiny_bert_dir, mrpc_dir, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_mrpc_schedule_config(tiny_bert_dir, mrpc_dir, tmp_path):
     config = tmp_path / "schedule.json"
     config.write_text(json.dumps({"final_sparsity": 0.5, "pattern": "block", "block_size": 8, "frequency": 1}))
@@ -179,3 +182,26 @@ def test_train_mrpc_malformed_tsv_names_file_and_line(tiny_bert_dir, mrpc_dir, t
     result = run("train_mrpc.py", "--model", tiny_bert_dir, "--data-dir", str(bad), "--output-dir", str(tmp_path / "o"))
     assert_one_line_error(result, f"{bad / 'train.tsv'}:4: malformed row: expected 5 tab-separated fields, found 3")
     assert not (tmp_path / "o").exists()
+
+
+def test_only_user_errors_become_one_line(capsys):
+    """TfpruneError and unreadable files: one line, exit 2. Anything else is a bug: it propagates with its
+    traceback (a numpy shape error is not a usage error)."""
+    import numpy as np
+
+    from tfprune import TfpruneError
+    from tfprune.cli import run as run_cli
+
+    def user_error(argv):
+        raise TfpruneError("sparsity must be in [0, 1), got 2")
+
+    def missing_file(argv):
+        open("/nonexistent/file.tsv")
+
+    def bug(argv):
+        np.ones((2, 3)) @ np.ones((2, 3))
+
+    assert run_cli(user_error) == 2 and capsys.readouterr().err.count("error:") == 1
+    assert run_cli(missing_file) == 2 and "/nonexistent/file.tsv" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="matmul"):
+        run_cli(bug)

@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import (GradualPruningCallback, Pattern, PolynomialDecay, PrunableLayer, PruningStep, TfpruneError,
-                     compute_global_masks, compute_mask, prunable_layers, prune, registry, schedules, strip_model)
+from tfprune import (
+    GradualPruningCallback,
+    Pattern,
+    PolynomialDecay,
+    PrunableLayer,
+    PruningStep,
+    TfpruneError,
+    compute_global_masks,
+    compute_mask,
+    prunable_layers,
+    prune,
+    registry,
+    schedules,
+    strip_model,
+)
 from tfprune._keras import keras
 from tfprune.structure import pruned_units
 

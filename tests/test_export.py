@@ -31,6 +31,7 @@ def pruned_tiny_dir(tiny_bert_dir, tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_dir, tmp_path):
     from tfprune.tasks.glue import load_mrpc
 
@@ -69,6 +70,7 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
     assert json.loads((tmp_path / "onnx_report.json").read_text())["zeros"]["onnx"] == report["zeros"]["onnx"]
 
 
+@pytest.mark.slow
 def test_bert_fusion_gives_ort_one_kernel_per_block(pruned_tiny_dir, tmp_path):
     """The rewrites in export.fusion are what let ORT fuse a tf2onnx BERT: every layer's attention in one
     Attention node, LayerNorms as SkipLayerNormalization, GELU with its bias; INT8 then quantizes attention."""
@@ -116,7 +118,6 @@ def test_export_cli_bad_paths(tmp_path):
     assert_one_line_error(run("-m", "tfprune.export", str(tmp_path / "missing")), "does not exist")
     (tmp_path / "not_a_model").mkdir()
     assert_one_line_error(run("-m", "tfprune.export", str(tmp_path / "not_a_model")), "neither a train_mrpc.py run folder")
-    # a bug is not a usage error: it keeps its traceback (here a ParityError forced from inside the exporter)
 
 
 def test_erfc_handler_is_what_makes_exact_gelu_convert(tmp_path):

@@ -1,8 +1,8 @@
 """`GradualPruningCallback`: a `PruningStep` driven by `fit`, with sparsity scalars in TensorBoard.
 
 The callback reads the optimizer's step at the start of each epoch, adds fit's batch index, and checks it at
-the second batch and wherever the schedule acts (reading it after every train step would cost ~0.5 ms a
-step, 2 % of the FOR.ai MLP's step on 2 cores).
+the second batch and wherever the schedule acts: reading it right after a train step waits for the step,
+a cost worth avoiding at every batch (docs/results/overhead.md).
 """
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def _bracket(values: np.ndarray, k: int) -> tuple[float, float]:
 
     The sample is every s-th value, for an s without prime factors below 1009 (a prime, for kernels up to
     16 G weights), so that it meets every column of a row-major kernel; a strided read the prefetcher
-    follows, where 16k random reads took 2.3 ms of a mask update's 11 ms of numpy work in training."""
+    follows; random reads were a fifth of a numpy mask update's time (docs/results/overhead.md)."""
     stride = max(1, values.size // 16_384) | 1
     while stride > 1 and any(stride % p == 0 for p in range(3, min(stride, 1009), 2)):
         stride += 2

@@ -37,13 +37,11 @@ def _rewire(model, old, new) -> None:
         listed = getattr(model, attribute)
         if old in listed:
             listed[listed.index(old)] = new
-    depth_by_key = {}
-    for node in (n for nodes in model._nodes_by_depth.values() for n in nodes):
-        depth_by_key[id(node)] = node
-    model._network_nodes = {
+    in_graph = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
+    model._network_nodes = {  # keyed by layer name, which changed
         keras_functional._make_node_key(layer.name, index)
         for layer in model._self_tracked_trackables for index, node in enumerate(layer._inbound_nodes)
-        if id(node) in depth_by_key}
+        if id(node) in in_graph}
 
 
 def wrap_in_graph(model, wrap, selected, prefix: str = "") -> list:

@@ -3,7 +3,7 @@
 Two mechanisms keep the invariant; the second makes the first free where it is redundant.
 - The mask constraint: tf-keras optimizers run `kernel.assign(constraint(kernel))` after every step. It
   catches every optimizer, those that write through raw ops (the legacy ones) included, but it is a pass of
-  its own: kernel and mask read, kernel written, ~5 % of the FOR.ai MLP's training time on this CPU.
+  its own: kernel and mask read, kernel written (its cost: docs/results/overhead.md).
 - Masked increments: the kernel's own `assign_add` / `assign_sub` (what Adam, SGD, RMSprop, AdamW's weight
   decay... call) write (kernel ± delta) where the mask keeps, 0 elsewhere, in the update's own pass (the
   compiled `TfpruneMaskedUpdate` on CPU; plain TensorFlow ops under XLA, which fuses them). Elsewhere (op

@@ -7,7 +7,7 @@ prunes, and the pruner re-applies the masks when training starts, after any writ
 Checkpoints therefore hold weights exactly as sparse as their masks, whatever Adam's moments say.
 
 Multiplying by the mask in the forward pass as well (tfmot's way) would be a second pass over every kernel at
-every step for no change in the result (4.6 % of the FOR.ai MLP's training time, docs/results/overhead.md).
+every step for no change in the result (docs/results/overhead.md measures it).
 The gradient is the dense one, as tfmot's straight-through gradient; the masked update discards what it
 does to pruned weights (masking the gradient instead let Adam's moments of pruned weights decay into
 denormal floats, which halved the MLP's training speed on a CPU).
@@ -47,11 +47,13 @@ class PrunableLayer(keras.layers.Wrapper):
     Args:
         layer: the layer to wrap.
         pattern: a `Pattern`, its dict, or a pattern name ("unstructured", "unit", "row", "block", "nm").
+        mask_bias: give the bias a mask too (coupled groups that remove units ask for it; saved in the config
+            so a reloaded model has the same variables).
     Raises:
         TfpruneError: the layer's type is not registered, or the pattern is unknown.
     """
 
-    def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", **kwargs):
+    def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", mask_bias: bool = False, **kwargs):
         if not isinstance(layer, keras.layers.Layer) or not registry.is_prunable(layer):
             raise TfpruneError(f"{type(self).__name__} wraps a tf_keras layer of a registered type "
                                f"({', '.join(sorted(t.__name__ for t in registry.registered_types()))}), got "
@@ -62,6 +64,7 @@ class PrunableLayer(keras.layers.Wrapper):
         self.mask = None
         self.sparsity = None
         self.bias_mask = None
+        self._mask_bias = bool(mask_bias)
         if layer.built:
             self._create_mask()
 
@@ -85,6 +88,8 @@ class PrunableLayer(keras.layers.Wrapper):
             aggregation=tf.VariableAggregation.MEAN,
         )
         kernel_mask.install(self.kernel, self.mask)
+        if self._mask_bias:
+            self.ensure_bias_mask()
 
     def ensure_bias_mask(self) -> tf.Variable:
         """A mask for the bias too (created once, all ones), kept by the same optimizer hooks as the kernel:
@@ -95,6 +100,7 @@ class PrunableLayer(keras.layers.Wrapper):
                 raise TfpruneError(f"{self.name} has no bias to mask")
             self.bias_mask = self._mask_variable("bias_mask", bias)
             kernel_mask.install(bias, self.bias_mask)
+            self._mask_bias = True
         return self.bias_mask
 
     # HF's layers call sublayers as `self.dense(inputs=hidden_states)`: keep the argument named `inputs`.
@@ -164,7 +170,10 @@ class PrunableLayer(keras.layers.Wrapper):
         return self.layer
 
     def get_config(self):
-        return {**super().get_config(), "pattern": self.pattern.to_dict()}
+        config = {**super().get_config(), "pattern": self.pattern.to_dict()}
+        if self._mask_bias:  # only then: configs saved before bias masks existed stay as they were
+            config["mask_bias"] = True
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -177,11 +186,11 @@ class PrunableLayer(keras.layers.Wrapper):
 class PrunableDense(PrunableLayer):
     """`PrunableLayer` for a `Dense` only: the name and saved-config format of tfprune's first wrapper."""
 
-    def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", **kwargs):
+    def __init__(self, layer, pattern: Pattern | dict | str = "unstructured", mask_bias: bool = False, **kwargs):
         if not isinstance(layer, keras.layers.Dense):
             raise TfpruneError(
                 f"PrunableDense wraps a tf_keras.layers.Dense, got {type(layer).__module__}.{type(layer).__name__}")
-        super().__init__(layer, pattern, **kwargs)
+        super().__init__(layer, pattern, mask_bias, **kwargs)
 
 
 def wrap(layer, pattern: Pattern | dict | str = "unstructured", **kwargs) -> PrunableLayer:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Padding drives attention into denormal floats, which cost 28 % of a padded batch-1 INT8 run here;
+# Padding drives attention into denormal floats, which slow a padded INT8 run (docs/results/onnx.md);
 # TensorFlow flushes them to zero in its threads, so ONNX Runtime is set to do the same.
 FLUSH_DENORMALS = ("session.set_denormal_as_zero", "1")
 
