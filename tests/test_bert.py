@@ -94,3 +94,18 @@ def test_unknown_model_path_is_a_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TfpruneError, match="no config.json"):
         bert.load_classifier(str(tmp_path / "empty"))
+
+
+def test_prune_selects_hf_layers_by_path(tiny_bert_dir):
+    from tfprune import prune
+
+    model, tokenizer = tiny(tiny_bert_dir)
+    x = features(tokenizer)
+    before = model(x).logits.numpy()
+    wrappers = prune(model, "unit", include=r"encoder/layer/\d+/(intermediate|bert_output)/dense$")
+    assert [w.label for w in wrappers] == [f"bert/encoder/layer/{i}/{part}/dense" for i in (0, 1)
+                                           for part in ("intermediate", "bert_output")]
+    assert [w.kernel for w in wrappers] == bert.ffn_kernels(model)
+    np.testing.assert_array_equal(model(x).logits.numpy(), before)
+    everything = prune(model)  # the rest: Q, K, V, attention outputs, pooler, classifier
+    assert len(everything) == 2 * 4 + 2 and len(prunable_layers(model)) == 14

@@ -23,7 +23,16 @@ PATTERNS = ("unstructured", "unit", "row", "block", "nm")
 
 @dataclass(frozen=True)
 class Pattern:
-    """Which structure is pruned. `block_size` is used by "block", `n` and `m` by "nm"."""
+    """Which structure is pruned, on a kernel's 2-D view (rows x units).
+
+    Args:
+        name: "unstructured" (single weights), "unit" (whole columns: neurons, filters), "row" (whole rows),
+            "block" (block_size x block_size tiles) or "nm" (at most m - n of every m consecutive rows of a
+            column pruned).
+        block_size, n, m: positive integers, n < m.
+    Raises:
+        TfpruneError: an unknown name or a bad size.
+    """
 
     name: str = "unstructured"
     block_size: int = 4

@@ -72,8 +72,9 @@ class PruningStep:
         if both:
             raise TfpruneError(f"{both} are both pruned by their own pattern and members of coupled groups; "
                                "pass each wrapper one way")
-        self.group_wrappers = [w for w in dict.fromkeys(w for g in self.groups for w in g.wrappers)]
-        self.logged = self.layers + [w for w in self.group_wrappers if w not in self.layers]
+        # every wrapper whose kernel is logged: the layers, then the groups' wrappers (each once)
+        self.logged = self.layers + list(dict.fromkeys(w for g in self.groups for w in g.wrappers))
+        self._position = {id(w): i for i, w in enumerate(self.logged)}
         self.started = False
         self.last_update_step = None
         self._count = self._install = self._zero_out_compiled = self._install_groups = None
@@ -115,16 +116,15 @@ class PruningStep:
         kernels, biases = [], []
         for wrapper, part, keep in masks.values():
             if part == "kernel":
-                kernels.append((self.logged.index(wrapper), wrapper.view.from_2d(keep)))
+                kernels.append((self._position[id(wrapper)], wrapper.view.from_2d(keep)))
             else:
-                biases.append((self.logged.index(wrapper), keep))
+                biases.append((self._position[id(wrapper)], keep.reshape(wrapper.layer.bias.shape)))
         if self._install_groups is None:
             self._install_groups = tf.function(self._install_group_masks, reduce_retracing=True)
         self._install_groups(tuple(i for i, _ in kernels), [tf.constant(m) for _, m in kernels],
                              tuple(i for i, _ in biases), [tf.constant(m) for _, m in biases],
                              tf.constant(sparsity, tf.float32))
-        start = len(self.layers)
-        return [int(c) for c in self._count_group_kernels()][: len(self.logged) - start]
+        return [int(c) for c in self._count_group_kernels()]
 
     def _install_group_masks(self, kernel_which, kernel_masks, bias_which, bias_masks, sparsity):
         for i, mask in zip(kernel_which, kernel_masks):
@@ -133,6 +133,7 @@ class PruningStep:
             self.logged[i]._install_bias_mask(mask)
 
     def _count_group_kernels(self) -> np.ndarray:
+        """Non-zero counts of the groups' wrappers' kernels (a pass over them: group updates are rare)."""
         kernels = [w.kernel for w in self.logged[len(self.layers):]]
         return np.array([int(tf.math.count_nonzero(k)) for k in kernels], np.int64)
 

@@ -38,6 +38,14 @@ class PolynomialDecay:
     `frequency` steps from `begin_step`, and once more at `end_step` so the final sparsity is always reached
     even when (end - begin) is not a multiple of the frequency. Before t0 nothing is pruned; after `end_step`
     the masks stay as they are.
+
+    Args:
+        initial_sparsity, final_sparsity: in [0, 1).
+        begin_step, end_step: optimizer steps, 0 <= begin_step < end_step.
+        frequency: steps between mask updates, >= 1.
+        exponent: > 0; 3 is the paper's.
+    Raises:
+        TfpruneError: any value outside those ranges.
     """
 
     initial_sparsity: float = 0.0
@@ -71,7 +79,11 @@ class PolynomialDecay:
 
 @dataclass(frozen=True)
 class ConstantSparsity:
-    """One sparsity, re-applied every `frequency` steps from `begin_step` (to `end_step` if given)."""
+    """One sparsity, re-applied every `frequency` steps from `begin_step` (to `end_step` if given).
+
+    Raises:
+        TfpruneError: a sparsity outside [0, 1), negative steps, begin_step >= end_step, frequency < 1.
+    """
 
     sparsity: float = 0.5
     begin_step: int = 0
@@ -96,7 +108,11 @@ class ConstantSparsity:
 
 @dataclass(frozen=True)
 class OneShot:
-    """Prune once, at `step`, to `sparsity` (the pruning challenge's one-shot setting)."""
+    """Prune once, at `step`, to `sparsity` (the pruning challenge's one-shot setting).
+
+    Raises:
+        TfpruneError: a sparsity outside [0, 1) or a negative step.
+    """
 
     sparsity: float = 0.5
     step: int = 0
@@ -131,7 +147,11 @@ def to_dict(schedule: Schedule) -> dict:
 
 
 def from_dict(config: dict) -> Schedule:
-    """Inverse of `to_dict`; unknown kinds or keys are errors, not silently ignored."""
+    """Inverse of `to_dict`.
+
+    Raises:
+        TfpruneError: an unknown kind or setting (never silently ignored), or a value out of range.
+    """
     config = dict(config)
     kind = config.pop("kind", PolynomialDecay.kind)
     if kind not in SCHEDULES:

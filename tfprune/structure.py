@@ -23,7 +23,8 @@ from tfprune.errors import TfpruneError
 
 @dataclass
 class Member:
-    """The part of one tensor that a group's units own: `index[u]` are unit u's indices along `axis`."""
+    """The part of one tensor that a group's units own: `index[u]` are unit u's indices along `axis` (of the
+    kernel's 2-D view; of the flattened bias)."""
 
     wrapper: object
     part: str
@@ -50,13 +51,13 @@ class Member:
     def shape_2d(self) -> tuple:
         if self.part == "kernel":
             return self.wrapper.view.shape_2d
-        return (int(self.wrapper.layer.bias.shape[0]),)
+        return (int(np.prod(self.wrapper.layer.bias.shape)),)
 
     def values(self) -> np.ndarray:
-        """The tensor as the group sees it: the kernel's 2-D view, or the bias."""
+        """The tensor as the group sees it: the kernel's 2-D view, or the bias flattened."""
         if self.part == "kernel":
             return self.wrapper.view.to_2d(self.wrapper.kernel.numpy())
-        return self.wrapper.layer.bias.numpy()
+        return self.wrapper.layer.bias.numpy().ravel()
 
     def unit_squares(self) -> np.ndarray:
         """Sum of squares of each unit's elements in this member."""
