@@ -14,23 +14,28 @@ higher than under `fit`.
 """
 import argparse
 import statistics
+import sys
 import time
 
+# isort: off
+from tfprune import cli  # first: it quiets TensorFlow's start-up
 import numpy as np
 import tensorflow as tf
 
 from tfprune import GradualPruningCallback, PolynomialDecay, native
 from tfprune._keras import keras
 from tfprune.models.mlp import build_mlp
+# isort: on
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=60000, help="images per epoch (random data, MNIST-sized)")
     parser.add_argument("--batch-size", type=int, default=256, help="mnist_challenge.py's training batch")
     parser.add_argument("--frequency", type=int, default=10, help="mask update every N steps")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per model")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    cli.require_positive(args, "samples", "batch_size", "frequency", "epochs")
 
     rng = np.random.default_rng(0)
     steps_per_epoch = -(-args.samples // args.batch_size)
@@ -95,4 +100,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -140,7 +140,7 @@ def test_train_mrpc_end_to_end_tiny(tiny_bert_dir, mrpc_dir, tmp_path):
 
 @pytest.mark.parametrize("extra, fragments", [
     (["--final-sparsity", "1.2"], ["--final-sparsity", "sparsity must be in [0, 1)"]),
-    (["--begin-step", "50", "--end-step", "10"], ["begin_step must be < end_step"]),
+    (["--begin-step", "50", "--end-step", "10"], ["--begin-step must be >= 0 and < --end-step"]),
     (["--pattern", "diagonal"], ["pattern must be one of"]),
     (["--pattern", "block", "--block-size", "0"], ["block_size must be a positive integer"]),
     (["--frequency", "0"], ["--frequency must be >= 1"]),

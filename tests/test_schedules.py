@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from tfprune import TfpruneError, schedules
@@ -41,7 +42,9 @@ def test_dict_and_json_round_trip(schedule):
     ({"initial_sparsity": -0.1}, "initial_sparsity"),
     ({"begin_step": 100, "end_step": 100}, "begin_step must be < end_step"),
     ({"frequency": 0}, "frequency must be an integer >= 1"),
-    ({"exponent": 0}, "exponent must be a number > 0"),
+    ({"exponent": 0}, "exponent must be a finite number > 0"),
+    ({"exponent": float("nan")}, "exponent must be a finite number > 0"),
+    ({"final_sparsity": float("nan")}, "final_sparsity must be a number in"),
 ])
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(TfpruneError, match=message):
@@ -53,3 +56,12 @@ def test_from_dict_rejects_unknown_kind_and_keys():
         schedules.from_dict({"kind": "cosine"})
     with pytest.raises(TfpruneError, match="unknown polynomial_decay schedule setting"):
         schedules.from_dict({"kind": "polynomial_decay", "final_sparsity": 0.5, "speed": 2})
+
+
+def test_numpy_scalars_are_numbers():
+    schedule = PolynomialDecay(np.float32(0.0), np.float64(0.5), np.int64(0), np.int32(100), np.int64(10), np.float32(3))
+    assert schedule.sparsity_at(100) == pytest.approx(0.5)
+    assert schedules.from_json(schedules.to_json(schedule)).final_sparsity == 0.5
+    assert OneShot(np.float32(0.25), np.int64(3)).should_update(3)
+    with pytest.raises(TfpruneError, match="must be a number"):
+        OneShot(np.bool_(True))

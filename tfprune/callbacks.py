@@ -84,7 +84,9 @@ class GradualPruningCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        self.log(self._step())
+        step = self._step()
+        self.pruner.check_finite(step)  # also after the schedule's last update: no NaN model saved in silence
+        self.log(step)
         self.seconds += time.perf_counter() - start
 
     def on_train_end(self, logs=None):

@@ -67,6 +67,15 @@ def parse_nm(text: str) -> tuple[int, int]:
     return n, m
 
 
+def magnitudes(values: np.ndarray) -> np.ndarray:
+    """|values| for ranking, with the rule for non-finite weights: NaN and ±inf rank above every finite
+    magnitude (NaN as +inf), so they are pruned last and counts stay exact whatever the weights hold."""
+    result = np.abs(values)
+    if not np.isfinite(result).all():
+        result = np.where(np.isnan(result), np.float32(np.inf), result).astype(result.dtype, copy=False)
+    return result
+
+
 def _check_kernel(kernel: np.ndarray) -> np.ndarray:
     kernel = np.asarray(kernel)
     if kernel.ndim != 2:
@@ -86,6 +95,8 @@ def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray
     for being cut short by the kernel's edge.
     """
     kernel = _check_kernel(kernel).astype(np.float32, copy=False)
+    if not np.isfinite(kernel).all():  # the rule of `magnitudes`: non-finite ranks last
+        kernel = np.where(np.isfinite(kernel), kernel, np.float32(np.inf))
     rows, cols = kernel.shape
     if pattern.name == "unstructured":
         return np.arange(kernel.size).reshape(kernel.shape), np.abs(kernel).ravel(), np.ones(kernel.size, np.int64)
@@ -226,7 +237,7 @@ def magnitude_threshold(magnitudes: np.ndarray, sparsity: float) -> tuple[float,
 def _unstructured_keep(kernel: np.ndarray, sparsity: float) -> np.ndarray:
     """Exact magnitude mask without a sort: threshold by selection, then weights tied at the threshold
     pruned in index order up to the exact count."""
-    flat = np.abs(kernel).ravel()
+    flat = magnitudes(kernel).ravel()
     threshold, surplus = magnitude_threshold(flat, sparsity)
     keep = flat > threshold
     if surplus:
@@ -247,14 +258,13 @@ def nm_keep(kernel: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
         raise TfpruneError(f"N:M needs the kernel's input size divisible by m; got inputs={rows}, m={m}")
     if sparsity > (m - n) / m + 1e-9:
         raise TfpruneError(f"sparsity {sparsity} exceeds what {n}:{m} allows ({(m - n) / m:g})")
-    windows = np.abs(kernel).reshape(rows // m, m, cols)
+    windows = magnitudes(kernel).reshape(rows // m, m, cols)
     rank = np.argsort(np.argsort(windows, axis=1, kind="stable"), axis=1, kind="stable")
     candidate = rank < (m - n)
     count = int(sparsity * kernel.size + 0.5)
-    flat_scores = np.where(candidate, windows, np.inf).ravel()
-    keep = np.ones(flat_scores.size, bool)
-    if count:
-        keep[np.argsort(flat_scores, kind="stable")[:count]] = False
+    keep = np.ones(kernel.size, bool)
+    if count:  # candidates first, then by magnitude (an inf candidate still goes before every non-candidate)
+        keep[np.lexsort((windows.ravel(), ~candidate.ravel()))[:count]] = False
     return keep.reshape(kernel.shape)
 
 

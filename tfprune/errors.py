@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class TfpruneError(ValueError):
     """A bad argument, an unusable file or a combination tfprune cannot honour: fixable by the caller."""
+
+
+class NonFiniteWeightsError(TfpruneError):
+    """Weights became NaN or inf (a diverged run): masks cannot be ranked from them. The message names the
+    tensors and the step."""

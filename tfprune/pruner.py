@@ -14,11 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import native
-from tfprune.criteria import compute_global_masks, compute_mask, newly_pruned, pruned_count
-from tfprune.errors import TfpruneError
+from tfprune.criteria import compute_global_masks, compute_mask, magnitudes, newly_pruned, pruned_count
+from tfprune.errors import NonFiniteWeightsError, TfpruneError
 from tfprune.layers import PrunableLayer, reapply_masks
 from tfprune.report import tensor_label
-from tfprune.schedules import Schedule
+from tfprune.schedules import Schedule, peak_sparsity
 from tfprune.structure import CoupledGroup, choose_units, combined_masks
 
 _POOL = None
@@ -28,7 +28,7 @@ def _newly_pruned(kernel: tf.Variable, mask: tf.Variable, sparsity: float) -> tu
     """`criteria.newly_pruned` on the layer's variables: (flat indices to prune, as a column, non-zero
     weights left), or None."""
     kernel, mask = np.asarray(kernel.value()), np.asarray(mask.value())  # views, no copies
-    found = newly_pruned(np.abs(kernel).ravel(), mask.ravel() != 0, sparsity)
+    found = newly_pruned(magnitudes(kernel).ravel(), mask.ravel() != 0, sparsity)
     return None if found is None else (found[0][:, None], found[1])
 
 
@@ -37,6 +37,29 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="tfprune-mask")
     return _POOL
+
+
+def check_patterns(layers: list[PrunableLayer], sparsity: float) -> None:
+    """Every layer's pattern fits its weight's 2-D view and can reach `sparsity`: checked when pruning is set
+    up, before any training step, rather than at the first mask update.
+
+    Raises:
+        TfpruneError: an N:M pattern whose m does not divide the rows or whose ceiling (m - n) / m is below
+            `sparsity`; a block larger than the view.
+    """
+    for layer in layers:
+        rows, units = layer.view.shape_2d
+        pattern, label = layer.pattern, tensor_label(layer)
+        if pattern.name == "nm":
+            if rows % pattern.m:
+                raise TfpruneError(f"{pattern.n}:{pattern.m} needs the rows of {label} ({rows}) divisible by "
+                                   f"m={pattern.m}")
+            if sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
+                raise TfpruneError(f"sparsity {sparsity:g} exceeds what {pattern.n}:{pattern.m} allows "
+                                   f"({(pattern.m - pattern.n) / pattern.m:g})")
+        if pattern.name == "block" and pattern.block_size > min(rows, units):
+            raise TfpruneError(f"block_size {pattern.block_size} is larger than {label}'s 2-D view "
+                               f"({rows} x {units})")
 
 
 class PruningStep:
@@ -67,6 +90,7 @@ class PruningStep:
         if global_ranking and any(layer.pattern.name == "nm" for layer in self.layers):
             raise TfpruneError("global ranking does not apply to the nm pattern (its structure is per window); "
                                "use layer-wise ranking")
+        check_patterns(self.layers, peak_sparsity(schedule))
         grouped = {id(w) for g in self.groups for w in g.wrappers}
         both = [layer.name for layer in self.layers if id(layer) in grouped]
         if both:
@@ -77,7 +101,7 @@ class PruningStep:
         self._position = {id(w): i for i, w in enumerate(self.logged)}
         self.started = False
         self.last_update_step = None
-        self._count = self._install = self._zero_out_compiled = self._install_groups = None
+        self._count = self._install = self._zero_out_compiled = self._install_groups = self._finite = None
         self._counts_at_update = None
         self._padded_length = 256
 
@@ -92,6 +116,7 @@ class PruningStep:
             self.start()
         if not self.schedule.should_update(step) or step == self.last_update_step:
             return False
+        self.check_finite(step)
         sparsity = self.schedule.sparsity_at(step)
         counts = [None] * len(self.layers)
         if self.layers and not self.global_ranking and all(layer.pattern.name == "unstructured" for layer in self.layers):
@@ -105,6 +130,19 @@ class PruningStep:
         self._counts_at_update = np.array(counts, np.int64)
         self.last_update_step = step
         return True
+
+    def check_finite(self, step: int) -> None:
+        """Raises NonFiniteWeightsError, naming the tensors and `step`, if a pruned weight is NaN or inf: masks
+        are not ranked from a diverged run's weights (each update checks; the callback also at epoch ends)."""
+        if self._finite is None:
+            kernels = [layer.kernel for layer in self.logged]
+            self._finite = tf.function(lambda: tf.stack([tf.reduce_all(tf.math.is_finite(k)) for k in kernels]))
+        finite = self._finite().numpy()
+        if not finite.all():
+            labels = [tensor_label(layer) for layer, ok in zip(self.logged, finite) if not ok]
+            raise NonFiniteWeightsError(
+                f"non-finite weights (NaN or inf) in {', '.join(labels)} at step {step}: training diverged "
+                "(lower the learning rate, or check the inputs and the loss)")
 
     def _update_groups(self, sparsity: float) -> list[int]:
         """Whole units of every group, chosen from the scores of all their members; masks installed in one

@@ -7,13 +7,22 @@ only needs the step (taken from the optimizer) to continue exactly where it stop
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
+
+import numpy as np
 
 from tfprune.errors import TfpruneError
 
 
+def _is_number(value) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_sparsity(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) < 1.0:
+    if not _is_number(value) or not 0.0 <= float(value) < 1.0:  # NaN fails the comparison
         raise TfpruneError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
@@ -26,7 +35,7 @@ def _check_window(begin_step: int, end_step: int | None) -> None:
 
 
 def _check_step(name: str, value: int, minimum: int = 0) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < minimum:
         raise TfpruneError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
@@ -62,8 +71,8 @@ class PolynomialDecay:
         _check_sparsity("final_sparsity", self.final_sparsity)
         _check_window(self.begin_step, self.end_step)
         _check_step("frequency", self.frequency, minimum=1)
-        if not isinstance(self.exponent, (int, float)) or isinstance(self.exponent, bool) or self.exponent <= 0:
-            raise TfpruneError(f"exponent must be a number > 0, got {self.exponent!r}")
+        if not _is_number(self.exponent) or not 0 < float(self.exponent) < math.inf:
+            raise TfpruneError(f"exponent must be a finite number > 0, got {self.exponent!r}")
 
     def sparsity_at(self, step: int) -> float:
         if step < self.begin_step:
@@ -142,8 +151,13 @@ def register(cls) -> type:
 
 
 def to_dict(schedule: Schedule) -> dict:
-    """The schedule as plain data: {"kind": ..., its settings}."""
-    return {"kind": schedule.kind, **asdict(schedule)}
+    """The schedule as plain data: {"kind": ..., its settings} (numpy scalars as Python numbers)."""
+    return {"kind": schedule.kind, **{k: v.item() if isinstance(v, np.generic) else v for k, v in asdict(schedule).items()}}
+
+
+def peak_sparsity(schedule: Schedule) -> float:
+    """The highest sparsity the schedule asks for (all kinds here never decrease)."""
+    return float(getattr(schedule, "final_sparsity", getattr(schedule, "sparsity", 0.0)))
 
 
 def from_dict(config: dict) -> Schedule:

@@ -11,11 +11,37 @@ import tempfile
 import time
 import warnings
 
-from tfprune.errors import TfpruneError
-from tfprune.report import markdown_table, write_json  # noqa: F401  (re-exported for the commands)
+
+def _load_tensorflow_quietly() -> None:
+    """Import TensorFlow and let it find its devices with stderr's file descriptor on /dev/null: its C++
+    start-up lines (oneDNN, CUDA drivers, "failed call to cuInit ... error") are noise to a command's user,
+    and one of them says "error:". TensorFlow 2.21 writes them through absl before TF_CPP_MIN_LOG_LEVEL
+    applies. TFPRUNE_TF_LOGS=1 keeps them. A Python exception raised meanwhile still reaches the user."""
+    if os.environ.get("TFPRUNE_TF_LOGS") == "1" or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        tf.constant(0)  # the eager context: its start-up lines too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_load_tensorflow_quietly()
+
+from tfprune.errors import TfpruneError  # noqa: E402
+from tfprune.report import markdown_table, write_json  # noqa: E402,F401  (re-exported for the commands)
 
 # Problems a user causes and can fix. Any other exception is a bug and keeps its traceback.
-USER_ERRORS = (TfpruneError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# OSError covers the rest of the file system's refusals: a full disk, a read-only one.
+USER_ERRORS = (TfpruneError, OSError)
 
 
 class UsageError(TfpruneError):
@@ -68,6 +94,47 @@ def sparsity_arg(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1), got {text}")
     return value
+
+
+@contextlib.contextmanager
+def claim_output_dir(final_dir: str):
+    """Hold `final_dir` for this run, from before anything is loaded to the end: it must not be a file, its
+    parent must be writable, and no other run may hold it (a lock file beside it, removed at the end). If
+    the run fails (a user error or a bug), everything it created there goes; an interrupted run (Ctrl-C,
+    or killed) keeps its checkpoints for --resume."""
+    import fcntl
+
+    final_dir = os.path.abspath(final_dir)
+    if os.path.exists(final_dir) and not os.path.isdir(final_dir):
+        raise UsageError(f"output directory {final_dir} is a file")
+    created = final_dir if not os.path.exists(final_dir) else None
+    parent = os.path.dirname(final_dir)
+    while created and not os.path.exists(os.path.dirname(created)):
+        created = os.path.dirname(created)  # the first ancestor this run creates
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the output directory's parent {parent} ({error.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into {parent}, where the output directory {final_dir} goes")
+    lock_path = os.path.join(parent, f".{os.path.basename(final_dir)}.lock")
+    lock = open(lock_path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UsageError(f"output directory {final_dir} is in use by another run") from None
+    try:
+        yield final_dir
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        os.remove(lock_path)
+        lock.close()
 
 
 @contextlib.contextmanager

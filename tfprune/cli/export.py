@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tfprune.cli import ArgumentParser, UsageError, atomic_output_dir, run
+from tfprune.cli import ArgumentParser, UsageError, atomic_output_dir, claim_output_dir, run
 
 
 def resolve_model_dir(path: str) -> str:
@@ -48,7 +48,7 @@ def main(argv=None):
 
     dev_rows = load_mrpc(args.data_dir)[0]["dev"][:args.max_eval_samples] if (args.data_dir or find_mrpc_dir(None)) else None
     out_dir = args.output_dir or os.path.join(args.path, "onnx")
-    with atomic_output_dir(out_dir) as staging:
+    with claim_output_dir(out_dir), atomic_output_dir(out_dir) as staging:
         report = export_and_report(model_dir, staging, dev_rows, MRPC_DEMO_PAIRS + [tuple(p) for p in args.pair],
                                    runs=args.runs, speed=not args.no_speed)
     print(format_report(report))

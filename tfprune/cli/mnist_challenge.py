@@ -59,6 +59,16 @@ def main(argv=None):
     cli.require_positive(args, "epochs", "batch_size", "speed_runs")
     if args.finetune_epochs < 0:
         raise cli.UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    for name in ("max_train_samples", "max_test_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 < args.learning_rate < float("inf"):
+        raise cli.UsageError(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
+    for name in ("l1", "group"):
+        if not 0.0 <= getattr(args, name) < float("inf"):
+            raise cli.UsageError(f"--{name} must be a finite number >= 0, got {getattr(args, name)}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise cli.UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
 
     from tfprune.tasks.images import load_images
 
@@ -74,7 +84,7 @@ def main(argv=None):
     from tfprune._keras import keras
 
     clock = cli.Stopwatch()
-    with cli.atomic_output_dir(args.output_dir) as out:
+    with cli.claim_output_dir(args.output_dir), cli.atomic_output_dir(args.output_dir) as out:
         print(f"data: {args.dataset} from {source}: {len(x)} train / {len(x_test)} test images")
         dense = challenge.train_dense(x, y, args.epochs, args.batch_size, args.learning_rate, args.seed, args.dropout,
                                       args.l1, args.group,

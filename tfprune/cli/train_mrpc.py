@@ -64,7 +64,9 @@ SCHEDULE_KEYS = {"final_sparsity", "initial_sparsity", "begin_step", "end_step",
                  "block_size", "nm", "prune_scope", "global_ranking"}
 
 
-def apply_schedule_config(args) -> None:
+def apply_schedule_config(args, parser) -> None:
+    """The file's settings over the flags', each read as its flag reads it (a string where a number
+    belongs is an error naming the key)."""
     if not args.schedule_config:
         return
     try:
@@ -72,15 +74,52 @@ def apply_schedule_config(args) -> None:
             config = json.load(handle)
     except FileNotFoundError:
         raise cli.UsageError(f"--schedule-config {args.schedule_config} not found") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise cli.UsageError(f"--schedule-config {args.schedule_config}: invalid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise cli.UsageError(f"--schedule-config {args.schedule_config}: expected a JSON object of settings")
     unknown = sorted(set(config) - SCHEDULE_KEYS)
     if unknown:
         raise cli.UsageError(f"--schedule-config: unknown key(s) {unknown}; allowed: {sorted(SCHEDULE_KEYS)}")
+    actions = {action.dest: action for action in parser._actions}
     for key, value in config.items():
-        if key.endswith("sparsity"):
-            value = cli.sparsity_arg(str(value))
+        action = actions[key]
+        if action.type is None and action.const is True:  # a store_true flag
+            if not isinstance(value, bool):
+                raise cli.UsageError(f"--schedule-config: {key} must be true or false, got {value!r}")
+        elif isinstance(value, (dict, list, bool)) or value is None:
+            raise cli.UsageError(f"--schedule-config: {key} must be a single value, got {value!r}")
+        else:
+            convert = action.type or str
+            kind = {int: "an integer", float: "a number"}.get(convert)
+            try:
+                value = convert(str(value))
+            except ValueError:
+                raise cli.UsageError(f"--schedule-config: {key} must be {kind or 'a valid value'}, got {value!r}") from None
+            except cli.argparse.ArgumentTypeError as error:
+                raise cli.UsageError(f"--schedule-config: {key}: {error}") from None
         setattr(args, key, value)
+
+
+def check_ranges(args) -> None:
+    """Every numeric flag within what it means, before anything is loaded."""
+    cli.require_positive(args, "epochs", "batch_size", "frequency")
+    if args.log_every < 0:
+        raise cli.UsageError(f"--log-every must be >= 0 (0: only at mask updates), got {args.log_every}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_seq_length < 8:
+        raise cli.UsageError(f"--max-seq-length must be >= 8 (room for [CLS], two [SEP] and both sentences), "
+                             f"got {args.max_seq_length}")
+    if not 0.0 <= args.warmup_ratio <= 1.0:
+        raise cli.UsageError(f"--warmup-ratio must be in [0, 1], got {args.warmup_ratio}")
+    if not 0.0 < args.learning_rate < float("inf"):
+        raise cli.UsageError(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
+    if not 0.0 <= args.weight_decay < float("inf"):
+        raise cli.UsageError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.begin_step < 0 or (args.end_step is not None and args.end_step <= args.begin_step):
+        raise cli.UsageError(f"--begin-step must be >= 0 and < --end-step, got {args.begin_step} and {args.end_step}")
 
 
 def pattern_from_args(args):
@@ -91,12 +130,10 @@ def pattern_from_args(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        apply_schedule_config(args)
-    except cli.argparse.ArgumentTypeError as error:  # a sparsity out of range in the file
-        raise cli.UsageError(f"--schedule-config: {error}") from None
-    cli.require_positive(args, "epochs", "batch_size", "max_seq_length", "frequency")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    apply_schedule_config(args, parser)
+    check_ranges(args)
     pattern = pattern_from_args(args)
     from tfprune.models import bert
 
@@ -105,15 +142,26 @@ def main(argv=None):
     dense_run = args.final_sparsity == 0 and args.initial_sparsity == 0
     run_name = args.run_name or ("dense" if dense_run else f"{pattern.name}-{args.final_sparsity:g}")
     output_dir = args.output_dir or os.path.join("logs", "mrpc", run_name)
+    if args.summary:
+        _summary(args)
+        return
+    with cli.claim_output_dir(output_dir):
+        _train(args, pattern, dense_run, run_name, output_dir)
 
+
+def _summary(args) -> None:
+    from tfprune.models import bert
+
+    model, _, _ = bert.load_classifier(args.model, seed=args.seed)
+    print(bert.format_summary(bert.weight_summary(model)))
+
+
+def _train(args, pattern, dense_run: bool, run_name: str, output_dir: str) -> None:
+    from tfprune.models import bert
     from tfprune.tasks.glue import PairBatches, as_keras_sequence, load_mrpc
 
-    if not args.summary:
-        data, data_source = load_mrpc(args.data_dir)
+    data, data_source = load_mrpc(args.data_dir)
     model, tokenizer, model_used = bert.load_classifier(args.model, seed=args.seed)
-    if args.summary:
-        print(bert.format_summary(bert.weight_summary(model)))
-        return
 
     import tensorflow as tf
     from transformers import create_optimizer
@@ -136,6 +184,10 @@ def main(argv=None):
     schedule = None if dense_run else PolynomialDecay(args.initial_sparsity, args.final_sparsity, args.begin_step,
                                                       end_step, args.frequency, args.exponent)
     wrappers = [] if dense_run else bert.inject(model, args.prune_scope, pattern)
+    if wrappers:  # patterns against the kernels' shapes, ranking: checked before any file is written
+        from tfprune.pruner import PruningStep
+
+        PruningStep(wrappers, schedule, args.global_ranking)
 
     optimizer, _ = create_optimizer(args.learning_rate, total_steps, int(args.warmup_ratio * total_steps),
                                     weight_decay_rate=args.weight_decay)
@@ -143,6 +195,8 @@ def main(argv=None):
 
     checkpoints = EpochCheckpoint(os.path.join(output_dir, "checkpoints"))
     initial_epoch = checkpoints.restore(model) if args.resume else 0
+    for _ in range(initial_epoch):  # the data order the finished epochs left (Keras starts a fresh Sequence)
+        train.on_epoch_end()
     if not args.resume:
         checkpoints.clear()
     print(f"model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} dev pairs); "

@@ -178,6 +178,7 @@ struct Layer {
   float* mask;
   int64_t size, target, kept = 0, added = -1, nonzero = -1;
   float top = INFINITY;
+  bool nonfinite = false;
   Candidates candidates;
 };
 
@@ -275,11 +276,19 @@ class PruneSmallestOp : public OpKernel {
           KeptAndCandidates(layer.kernel, layer.mask, begin, std::min(layer.size, begin + kChunk), INFINITY,
                             &layer.candidates);
       }
+      if (static_cast<int64_t>(layer.candidates.index.size()) < needed) {  // NaN weights are never candidates
+        layer.nonfinite = true;
+        return;
+      }
       layer.nonzero = PruneCandidates(&layer, needed);
       layer.added = needed;
       tensors[2 * n_ + i].flat<float>()(0) = sparsity;
     });
 
+    for (int i = 0; i < n_; ++i)  // nothing of that layer was written: the caller's fallback ranks NaN last
+      OP_REQUIRES(ctx, !layers[i].nonfinite,
+                  errors::InvalidArgument("kernel ", i, " holds NaN weights: fewer comparable kept weights than ",
+                                          "the target prunes"));
     Tensor *added = nullptr, *nonzero = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n_}), &added));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n_}), &nonzero));

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from tfprune.errors import TfpruneError
 
 DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 DATASETS = ("fashion_mnist", "mnist")
+CLASSES = 10
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -17,8 +19,11 @@ FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 def read_idx(path: str) -> np.ndarray:
     """One IDX file (gzip or not) as a numpy array, checked against the shape its header declares."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise TfpruneError(f"{path} is not a readable gzip file ({error or type(error).__name__})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise TfpruneError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
@@ -49,6 +54,12 @@ def load_idx_folder(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         images, labels = (read_idx(p) for p in paths)
         if len(images) != len(labels):
             raise TfpruneError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+        if images.ndim != 3 or labels.ndim != 1:
+            raise TfpruneError(f"{folder}: {split} images must be N x rows x columns and labels N, got shapes "
+                               f"{images.shape} and {labels.shape}")
+        if labels.size and labels.max() >= CLASSES:
+            raise TfpruneError(f"{paths[1]}: label {int(labels.max())} at index {int(labels.argmax())} is outside "
+                               f"0..{CLASSES - 1}")
         splits[split] = (images, labels)
     return splits
 

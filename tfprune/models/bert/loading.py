@@ -82,14 +82,23 @@ def _load_local(folder: str, num_labels: int, seed: int):
 
     from tfprune._keras import keras
 
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
         raise TfpruneError(f"model directory {folder} has no config.json (not a Hugging Face model folder)")
+    try:
+        config = BertConfig.from_pretrained(folder, num_labels=num_labels)
+    except (OSError, ValueError) as error:  # transformers reports unreadable JSON as either
+        raise TfpruneError(f"{config_path} is not a readable model configuration ({_first_line(error)})") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as error:
         raise TfpruneError(f"model directory {folder}: no usable tokenizer ({type(error).__name__})") from None
-    if os.path.isfile(os.path.join(folder, "tf_model.h5")):
-        return TFBertForSequenceClassification.from_pretrained(folder, num_labels=num_labels), tokenizer
+    weights = os.path.join(folder, "tf_model.h5")
+    if os.path.isfile(weights):
+        try:
+            return TFBertForSequenceClassification.from_pretrained(folder, config=config), tokenizer
+        except (OSError, ValueError, KeyError) as error:  # h5py on a truncated or foreign file
+            raise TfpruneError(f"{weights} is not a readable TF BERT checkpoint ({_first_line(error)})") from None
     safetensors = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not safetensors:
         raise TfpruneError(f"model directory {folder} has neither tf_model.h5 nor model.safetensors")
@@ -98,12 +107,18 @@ def _load_local(folder: str, num_labels: int, seed: int):
     from safetensors.numpy import load_file
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-    config = BertConfig.from_pretrained(folder, num_labels=num_labels)
     keras.utils.set_random_seed(seed)  # the classifier head is new: make its initial weights reproducible
     model = TFBertForSequenceClassification(config)
     model(model.dummy_inputs, training=False)
     state = {}
     for path in safetensors:
-        state.update(load_file(path))
+        try:
+            state.update(load_file(path))
+        except Exception as error:  # safetensors' own error type for truncated or foreign files
+            raise TfpruneError(f"{path} is not a readable safetensors file ({_first_line(error)})") from None
     load_pytorch_state_dict_in_tf2_model(model, state, allow_missing_keys=True, skip_logger_warnings=True)
     return model, tokenizer
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
