@@ -221,3 +221,18 @@ def test_pruning_step_rejects_what_it_cannot_honour():
     with pytest.raises(TfpruneError, match="nm pattern"):
         PruningStep([nm], schedule, global_ranking=True)
     assert tf.reduce_all(a.mask == 1)
+
+
+def test_prunable_dense_saved_config_format_is_stable():
+    """Models saved by earlier releases hold exactly this config under this registered name; it must keep
+    loading (checked once by hand against a model saved by tfprune 0.1.0, .keras and .h5)."""
+    from tfprune import PrunableDense
+
+    wrapper = PrunableDense(keras.layers.Dense(3, name="d"), Pattern("block", block_size=2), name="w")
+    config = keras.layers.serialize(wrapper)
+    assert (config["registered_name"], config["class_name"], config["module"]) == (
+        "tfprune>PrunableDense", "PrunableDense", "tfprune.layers")
+    assert set(config["config"]) == {"name", "trainable", "dtype", "layer", "pattern"}
+    assert config["config"]["pattern"] == {"name": "block", "block_size": 2, "n": 2, "m": 4}
+    clone = keras.layers.deserialize(config)
+    assert type(clone) is PrunableDense and clone.pattern == wrapper.pattern and not clone._mask_bias

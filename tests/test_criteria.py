@@ -11,15 +11,13 @@ from tfprune.criteria import (
     parse_nm,
 )
 
-rng = np.random.default_rng(0)
-
 
 def zeros(mask):
     return int(mask.size - np.count_nonzero(mask))
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.7, 0.9, 0.97, 0.99])
-def test_unstructured_exact_count_and_smallest_pruned(sparsity):
+def test_unstructured_exact_count_and_smallest_pruned(sparsity, rng):
     kernel = rng.standard_normal((300, 170)).astype(np.float32)
     mask = compute_mask(kernel, sparsity)
     assert zeros(mask) == round(sparsity * kernel.size)
@@ -27,7 +25,7 @@ def test_unstructured_exact_count_and_smallest_pruned(sparsity):
         assert np.abs(kernel[mask == 0]).max() <= np.abs(kernel[mask == 1]).min()
 
 
-def test_unstructured_large_kernel_with_ties_and_zeros_is_exact():
+def test_unstructured_large_kernel_with_ties_and_zeros_is_exact(rng):
     kernel = rng.standard_normal((800, 400)).astype(np.float32)
     kernel[rng.random(kernel.shape) < 0.6] = 0.0  # pruned earlier: many ties at zero
     kernel[:5, :5] = 0.25  # ties away from zero
@@ -40,7 +38,7 @@ def test_unstructured_large_kernel_with_ties_and_zeros_is_exact():
 
 
 @pytest.mark.parametrize("shape", [(40, 25), (800, 500)])  # below and above the sampled bracket's size
-def test_newly_pruned_adds_what_compute_mask_would_prune(shape, monkeypatch):
+def test_newly_pruned_adds_what_compute_mask_would_prune(shape, monkeypatch, rng):
     kernel = rng.standard_normal(shape).astype(np.float32)
     kept = compute_mask(kernel, 0.3)
     kernel[~kept] = 0.0  # pruned weights are zeros
@@ -76,7 +74,7 @@ def test_unstructured_keeps_at_least_one_weight():
 
 
 @pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.9])
-def test_unit_prunes_whole_output_columns_with_lowest_l2(sparsity):
+def test_unit_prunes_whole_output_columns_with_lowest_l2(sparsity, rng):
     kernel = rng.standard_normal((64, 40)).astype(np.float32)
     mask = compute_mask(kernel, sparsity, "unit")
     dead = np.flatnonzero(mask.sum(axis=0) == 0)
@@ -87,7 +85,7 @@ def test_unit_prunes_whole_output_columns_with_lowest_l2(sparsity):
     assert norms[dead].max() <= norms[alive].min()
 
 
-def test_row_prunes_whole_input_rows():
+def test_row_prunes_whole_input_rows(rng):
     kernel = rng.standard_normal((50, 30)).astype(np.float32)
     mask = compute_mask(kernel, 0.4, "row")
     assert set(np.unique(mask.sum(axis=1))) == {0.0, 30.0}
@@ -95,7 +93,7 @@ def test_row_prunes_whole_input_rows():
 
 
 @pytest.mark.parametrize("block", [2, 4, 8])
-def test_block_zeroes_whole_blocks(block):
+def test_block_zeroes_whole_blocks(block, rng):
     kernel = rng.standard_normal((64, 48)).astype(np.float32)
     mask = compute_mask(kernel, 0.5, Pattern("block", block_size=block))
     blocks = mask.reshape(64 // block, block, 48 // block, block).sum(axis=(1, 3))
@@ -103,7 +101,7 @@ def test_block_zeroes_whole_blocks(block):
     assert zeros(mask) == round(0.5 * kernel.size / block**2) * block**2
 
 
-def test_block_handles_shapes_not_divisible():
+def test_block_handles_shapes_not_divisible(rng):
     kernel = rng.standard_normal((30, 21)).astype(np.float32)  # 4x4 blocks: edge blocks of 2 rows / 1 column
     mask = compute_mask(kernel, 0.5, Pattern("block", block_size=4))
     ids = (np.arange(30) // 4)[:, None] * 6 + (np.arange(21) // 4)[None, :]
@@ -113,7 +111,7 @@ def test_block_handles_shapes_not_divisible():
     assert abs(zeros(mask) - 0.5 * kernel.size) <= 16  # within one block of the target
 
 
-def test_nm_two_four_exact_structure():
+def test_nm_two_four_exact_structure(rng):
     kernel = rng.standard_normal((16, 10)).astype(np.float32)
     mask = compute_mask(kernel, 0.5, Pattern("nm", n=2, m=4))
     windows = mask.reshape(4, 4, 10)
@@ -122,14 +120,14 @@ def test_nm_two_four_exact_structure():
     assert (np.where(windows == 0, magnitudes, -np.inf).max(axis=1) <= np.where(windows == 1, magnitudes, np.inf).min(axis=1)).all()
 
 
-def test_nm_gradual_is_exact_and_never_breaks_structure():
+def test_nm_gradual_is_exact_and_never_breaks_structure(rng):
     kernel = rng.standard_normal((32, 8)).astype(np.float32)
     mask = compute_mask(kernel, 0.25, Pattern("nm"))
     assert zeros(mask) == 64
     assert (mask.reshape(8, 4, 8).sum(axis=1) >= 2).all()
 
 
-def test_global_ranking_prunes_small_layers_more():
+def test_global_ranking_prunes_small_layers_more(rng):
     small = rng.standard_normal((100, 100)).astype(np.float32) * 0.1
     large = rng.standard_normal((100, 100)).astype(np.float32)
     masks = compute_global_masks([small, large], 0.5)

@@ -8,9 +8,9 @@ from tfprune import PrunableDense, native, prunable_layers
 from tfprune._keras import keras
 from tfprune.kernel_mask import _METHODS
 
-rng = np.random.default_rng(3)
-X = rng.standard_normal((96, 12)).astype(np.float32)
-Y = rng.integers(0, 3, 96)
+_DATA = np.random.default_rng(3)  # the module's fixed data; tests draw from their own rng
+X = _DATA.standard_normal((96, 12)).astype(np.float32)
+Y = _DATA.integers(0, 3, 96)
 PATHS = ["compiled", "op not built"] if native.ops() is not None else ["op not built"]
 needs_op = pytest.mark.skipif(native.ops() is None, reason="the op is not built here (setup.sh builds it)")
 
@@ -78,7 +78,7 @@ def test_the_constraint_assignment_leaves_the_step_after_a_masked_increment(path
         assert _writers(graph, layer.kernel) == expected
 
 
-def _pruned_wrapper():
+def _pruned_wrapper(rng):
     wrapper = PrunableDense(keras.layers.Dense(4, use_bias=False))
     wrapper.build((None, 6))
     wrapper.kernel.assign(rng.integers(-8, 8, (6, 4)).astype(np.float32))  # sums below are exact
@@ -87,9 +87,9 @@ def _pruned_wrapper():
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_any_other_write_after_the_increment_keeps_the_constraint(path, monkeypatch):
+def test_any_other_write_after_the_increment_keeps_the_constraint(path, monkeypatch, rng):
     _use_path(path, monkeypatch)
-    kernel, pruned = _pruned_wrapper()
+    kernel, pruned = _pruned_wrapper(rng)
 
     @tf.function
     def step():
@@ -105,9 +105,9 @@ def test_any_other_write_after_the_increment_keeps_the_constraint(path, monkeypa
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_constraint_output_taken_before_an_increment_is_assigned_as_it_was(path, monkeypatch):
+def test_a_constraint_output_taken_before_an_increment_is_assigned_as_it_was(path, monkeypatch, rng):
     _use_path(path, monkeypatch)
-    kernel, pruned = _pruned_wrapper()
+    kernel, pruned = _pruned_wrapper(rng)
 
     @tf.function
     def step():
@@ -122,10 +122,10 @@ def test_a_constraint_output_taken_before_an_increment_is_assigned_as_it_was(pat
 
 
 @pytest.mark.parametrize("where", ["compiled op", "xla"])
-def test_masked_increments_write_exact_zeros_whatever_the_update(where):
+def test_masked_increments_write_exact_zeros_whatever_the_update(where, rng):
     if where == "compiled op" and native.ops() is None:
         pytest.skip("the op is not built here (setup.sh builds it)")
-    kernel, pruned = _pruned_wrapper()
+    kernel, pruned = _pruned_wrapper(rng)
     before = kernel.numpy()
     delta = np.where(pruned, np.float32(np.inf), np.float32(1.0)).astype(np.float32)
 
@@ -141,14 +141,14 @@ def test_masked_increments_write_exact_zeros_whatever_the_update(where):
 
 
 @needs_op
-def test_increments_are_masked_eagerly_with_the_op():
-    kernel, pruned = _pruned_wrapper()
+def test_increments_are_masked_eagerly_with_the_op(rng):
+    kernel, pruned = _pruned_wrapper(rng)
     before = kernel.numpy()
     kernel.assign_sub(tf.fill(kernel.shape, 0.5))
     np.testing.assert_array_equal(kernel.numpy(), np.where(pruned, 0, before - 0.5))
 
 
-def test_an_inner_constraint_is_kept_and_bake_gives_back_plain_writes():
+def test_an_inner_constraint_is_kept_and_bake_gives_back_plain_writes(rng):
     wrapper = PrunableDense(keras.layers.Dense(4, use_bias=False, kernel_constraint=keras.constraints.NonNeg()))
     wrapper.build((None, 6))
     wrapper.set_mask((rng.random((6, 4)) > 0.5).astype(np.float32))

@@ -14,9 +14,9 @@ from tfprune._keras import keras
 from tfprune.criteria import Pattern
 from tfprune.report import format_report
 
-rng = np.random.default_rng(1)
-X = rng.standard_normal((256, 20)).astype(np.float32)
-Y = rng.integers(0, 4, 256)
+_DATA = np.random.default_rng(1)  # the module's fixed data; tests draw from their own rng
+X = _DATA.standard_normal((256, 20)).astype(np.float32)
+Y = _DATA.integers(0, 4, 256)
 
 
 def small_model(pattern="unstructured"):
@@ -28,7 +28,7 @@ def small_model(pattern="unstructured"):
     return model
 
 
-def test_all_ones_mask_matches_plain_dense_and_accepts_inputs_keyword():
+def test_all_ones_mask_matches_plain_dense_and_accepts_inputs_keyword(rng):
     dense = keras.layers.Dense(7, activation="gelu")
     dense.build((None, None, 5))
     wrapper = PrunableDense(dense)
@@ -36,7 +36,7 @@ def test_all_ones_mask_matches_plain_dense_and_accepts_inputs_keyword():
     np.testing.assert_allclose(wrapper(inputs=x).numpy(), dense(x).numpy(), atol=1e-6)
 
 
-def test_forward_reads_a_kernel_kept_equal_to_kernel_times_mask():
+def test_forward_reads_a_kernel_kept_equal_to_kernel_times_mask(rng):
     """The forward pass reads the kernel variable, which every write keeps equal to kernel * mask: set_mask
     zeros the pruned weights, optimizer steps keep them zero (kernel_mask), and the callback
     re-applies the masks when training starts, after a kernel written behind the mask's back."""
@@ -63,7 +63,7 @@ def test_forward_reads_a_kernel_kept_equal_to_kernel_times_mask():
     assert len(seen) == 16 and all(len(pruned) == 320 and not pruned.any() for pruned in seen)
 
 
-def test_gradient_passes_the_mask_straight_through():
+def test_gradient_passes_the_mask_straight_through(rng):
     """Pruned weights see the dense gradient (the constraint discards what it would do); kept ones see
     exactly what a Dense holding the masked kernel would give them."""
     wrapper = PrunableDense(keras.layers.Dense(3, use_bias=False))

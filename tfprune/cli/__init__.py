@@ -11,30 +11,9 @@ import tempfile
 import time
 import warnings
 
+from tfprune._keras import start_devices_quietly  # noqa: E402
 
-def _load_tensorflow_quietly() -> None:
-    """Import TensorFlow and let it find its devices with stderr's file descriptor on /dev/null: its C++
-    start-up lines (oneDNN, CUDA drivers, "failed call to cuInit ... error") are noise to a command's user,
-    and one of them says "error:". TensorFlow 2.21 writes them through absl before TF_CPP_MIN_LOG_LEVEL
-    applies. TFPRUNE_TF_LOGS=1 keeps them. A Python exception raised meanwhile still reaches the user."""
-    if os.environ.get("TFPRUNE_TF_LOGS") == "1" or "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        tf.constant(0)  # the eager context: its start-up lines too
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_load_tensorflow_quietly()
+start_devices_quietly()  # the commands' users see their own lines, not TensorFlow's start-up
 
 from tfprune.errors import TfpruneError  # noqa: E402
 from tfprune.report import markdown_table, write_json  # noqa: E402,F401  (re-exported for the commands)
