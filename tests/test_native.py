@@ -47,7 +47,7 @@ def _prune(kernels, masks, targets, sparsity=0.25):
     k_vars, m_vars = [tf.Variable(k) for k in kernels], [tf.Variable(m) for m in masks]
     s_vars = [tf.Variable(0.5) for _ in kernels]
     before = [v.read_value() for v in k_vars + m_vars]
-    added, nonzero = OPS.tfprune_prune_smallest([v.handle for v in k_vars], [v.handle for v in m_vars],
+    added, nonzero, _ = OPS.tfprune_prune_smallest([v.handle for v in k_vars], [v.handle for v in m_vars],
                                                 [v.handle for v in s_vars], targets, sparsity)
     return (added.numpy(), nonzero.numpy(), [v.numpy() for v in k_vars], [v.numpy() for v in m_vars],
             [v.numpy() for v in s_vars], [t.numpy() for t in before])

@@ -63,17 +63,23 @@ def test_pruning_step_stops_on_non_finite_weights(use_op, rng, monkeypatch):
 
 
 @pytest.mark.native
-def test_compiled_op_reports_nan_kernels_instead_of_crashing(rng):
+@pytest.mark.parametrize("poison", sorted(POISONS))
+def test_compiled_op_counts_non_finite_weights_and_touches_nothing(poison, rng):
     ops = native.ops()
     if ops is None:
         pytest.skip("the compiled ops are not built here")
     for size in (100, 300_000):  # no sampled bracket, and a sampled one
-        kernel = rng.standard_normal(size).astype(np.float32)
-        kernel[: size // 2 + 10] = np.nan  # fewer comparable weights than the target prunes
-        k, m, s = tf.Variable(kernel), tf.Variable(np.ones(size, np.float32)), tf.Variable(0.0)
-        with pytest.raises(tf.errors.InvalidArgumentError, match="holds NaN weights"):
-            ops.tfprune_prune_smallest([k.handle], [m.handle], [s.handle], [size // 2], 0.5)
-        assert (m.numpy() == 1).all()
+        clean = rng.standard_normal(size).astype(np.float32)
+        kernel = clean.copy()
+        kernel[: size // 2 + 10] = POISONS[poison]  # fewer comparable weights than the target prunes
+        variables = [tf.Variable(v) for v in (clean, kernel)]
+        masks = [tf.Variable(np.ones(size, np.float32)) for _ in variables]
+        added, _, nonfinite = ops.tfprune_prune_smallest([v.handle for v in variables], [m.handle for m in masks],
+                                                         [tf.Variable(0.0).handle for _ in variables],
+                                                         [size // 2] * 2, 0.5)
+        assert nonfinite.numpy().tolist() == [0, size // 2 + 10] and added.numpy().tolist() == [-1, -1]
+        assert all((m.numpy() == 1).all() for m in masks)  # no layer touched, the clean one neither
+        np.testing.assert_array_equal(variables[0].numpy(), clean)
 
 
 def test_a_diverging_fit_stops_with_one_message(rng):

@@ -84,9 +84,7 @@ class GradualPruningCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        step = self._step()
-        self.pruner.check_finite(step)  # also after the schedule's last update: no NaN model saved in silence
-        self.log(step)
+        self.log(self._step())  # its count also checks the weights are finite: no NaN model saved in silence
         self.seconds += time.perf_counter() - start
 
     def on_train_end(self, logs=None):

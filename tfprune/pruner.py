@@ -116,11 +116,12 @@ class PruningStep:
             self.start()
         if not self.schedule.should_update(step) or step == self.last_update_step:
             return False
-        self.check_finite(step)
         sparsity = self.schedule.sparsity_at(step)
         counts = [None] * len(self.layers)
         if self.layers and not self.global_ranking and all(layer.pattern.name == "unstructured" for layer in self.layers):
-            counts = self._prune_smallest(sparsity)
+            counts = self._prune_smallest(sparsity, step)  # checks the weights are finite on the way
+        else:
+            self.check_finite(step)
         redo = [i for i, count in enumerate(counts) if count is None]  # all, or masks pruning more than asked
         if redo:
             for i, count in zip(redo, self._recompute(redo, sparsity)):
@@ -137,11 +138,15 @@ class PruningStep:
         if self._finite is None:
             kernels = [layer.kernel for layer in self.logged]
             self._finite = tf.function(lambda: tf.stack([tf.reduce_all(tf.math.is_finite(k)) for k in kernels]))
-        finite = self._finite().numpy()
+        self._raise_if_nonfinite(self._finite().numpy(), step)
+
+    def _raise_if_nonfinite(self, finite: np.ndarray, step: int | None) -> None:
+        """`finite`: one bool per tensor of `logged` (a prefix of it will do)."""
         if not finite.all():
             labels = [tensor_label(layer) for layer, ok in zip(self.logged, finite) if not ok]
+            where = f" at step {step}" if step is not None else ""
             raise NonFiniteWeightsError(
-                f"non-finite weights (NaN or inf) in {', '.join(labels)} at step {step}: training diverged "
+                f"non-finite weights (NaN or inf) in {', '.join(labels)}{where}: training diverged "
                 "(lower the learning rate, or check the inputs and the loss)")
 
     def _update_groups(self, sparsity: float) -> list[int]:
@@ -175,18 +180,20 @@ class PruningStep:
         kernels = [w.kernel for w in self.logged[len(self.layers):]]
         return np.array([int(tf.math.count_nonzero(k)) for k in kernels], np.int64)
 
-    def _prune_smallest(self, sparsity: float) -> list[int | None]:
+    def _prune_smallest(self, sparsity: float, step: int) -> list[int | None]:
         """The common case, gradual unstructured pruning: the few smallest kept weights of each kernel go.
         Non-zero weights left per layer, None for a layer whose mask already prunes more (left untouched)."""
         ops = native.ops()
         distributed = any(isinstance(layer.kernel, tf.distribute.DistributedValues) for layer in self.layers)
         if ops is not None and not distributed and all(layer.kernel.dtype == tf.float32 for layer in self.layers):
             # One op for all layers, in place (csrc/prune_ops.cc): the same weights as newly_pruned.
-            added, nonzero = ops.tfprune_prune_smallest(
+            added, nonzero, nonfinite = ops.tfprune_prune_smallest(
                 [layer.kernel.handle for layer in self.layers], [layer.mask.handle for layer in self.layers],
                 [layer.sparsity.handle for layer in self.layers],
                 [pruned_count(int(np.prod(layer.kernel.shape)), sparsity) for layer in self.layers], sparsity)
+            self._raise_if_nonfinite(nonfinite.numpy() == 0, step)  # counted in the op's own pass: free
             return [None if a < 0 else int(c) for a, c in zip(added.numpy(), nonzero.numpy())]
+        self.check_finite(step)
         # numpy threads (their loops release the GIL) on views of the variables (TensorFlow copies a
         # buffer before writing it while a view is alive: none is, after this).
         found = list(_pool().map(_newly_pruned, [layer.kernel for layer in self.layers],
@@ -240,13 +247,20 @@ class PruningStep:
     def nonzero_counts(self, step: int | None = None) -> np.ndarray:
         """Non-zero count of every pruned kernel (`logged`: layers, then group wrappers; what the optimizer
         actually left), in one graph call; at the step of a mask update (no optimizer step since), the
-        counts the update derived on the way."""
+        counts the update derived on the way.
+
+        Raises:
+            NonFiniteWeightsError: a kernel holds NaN or inf (the callback's epoch-end log checks so).
+        """
         if step is not None and step == self.last_update_step and self._counts_at_update is not None:
             return self._counts_at_update
-        if self._count is None:
+        if self._count is None:  # with the finiteness check: one graph call, not two, right after a step
             kernels = [layer.kernel for layer in self.logged]
-            self._count = tf.function(lambda: tf.stack([tf.math.count_nonzero(k) for k in kernels]))
-        return self._count().numpy()
+            self._count = tf.function(lambda: (tf.stack([tf.math.count_nonzero(k) for k in kernels]),
+                                               tf.stack([tf.reduce_all(tf.math.is_finite(k)) for k in kernels])))
+        counts, finite = self._count()
+        self._raise_if_nonfinite(finite.numpy(), step)
+        return counts.numpy()
 
     def nonzero_pct(self, step: int | None = None) -> tuple[dict[str, float], float]:
         """(% non-zero per tensor label, % non-zero over all pruned tensors)."""

@@ -5,17 +5,20 @@
 // the smallest-magnitude kept weights of float kernel i until pruned_targets[i] weights are pruned, writing
 // zeros into the kernel and the mask in place, and `sparsity` into the layer's target-sparsity variable.
 // Exactly `criteria.newly_pruned` (ties go in index order), with its outputs per layer: how many it pruned
-// (-1 when the mask already prunes more than the target: that layer is left untouched) and how many
-// non-zero weights the kernel keeps. One call for all layers: right after a train step TensorFlow's
-// worker threads still spin, and every separate op dispatch cost ~0.7 ms here.
+// (-1 when the mask already prunes more than the target: that layer is left untouched), how many
+// non-zero weights the kernel keeps, and how many of its weights are NaN or inf (counted in the same pass;
+// when any layer has one, no layer is touched and the caller reports them). One call for all layers: right
+// after a train step TensorFlow's worker threads still spin, and every separate op dispatch costs
+// milliseconds (docs/results/overhead.md).
 // TfpruneMaskedUpdate(kernel, mask, delta, subtract): kernel = (kernel +/- delta) where mask != 0, else 0,
 // in one pass. An optimizer's assign_add / assign_sub on a pruned kernel runs it (kernel_mask.py), so the
 // kernel comes out of every step already masked, and the mask constraint's own pass (another read of kernel
-// and mask and a write, ~5 % of the FOR.ai MLP's training time) is left out of the step.
+// and mask and a write) is left out of the step.
 // Variables are locked and made exclusive (copied first if a read still holds the buffer) as TensorFlow's
 // own optimizer kernels do, so a tensor read earlier never changes under its reader.
 #define EIGEN_USE_THREADS
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +50,7 @@ REGISTER_OP("TfprunePruneSmallest")
     .Input("sparsity: float")
     .Output("added: int64")
     .Output("nonzero: int64")
+    .Output("nonfinite: int64")
     .Attr("N: int >= 1")
     .SetIsStateful()
     .SetShapeFn([](shape_inference::InferenceContext* c) {
@@ -54,6 +58,7 @@ REGISTER_OP("TfprunePruneSmallest")
       TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
       c->set_output(0, c->Vector(n));
       c->set_output(1, c->Vector(n));
+      c->set_output(2, c->Vector(n));
       return absl::OkStatus();
     });
 
@@ -110,14 +115,16 @@ struct Candidates {
 // compare and a branch only where one hits (1.1 ns), or with AVX-512 sixteen and no branch at all, the
 // hits compressed into place (0.5 ns).
 int64_t KeptAndCandidatesPortable(const float* __restrict__ k, const float* __restrict__ m, int64_t begin,
-                                  int64_t end, float top, Candidates* found) {
+                                  int64_t end, float top, Candidates* found, int64_t* nonfinite) {
   int64_t kept = 0, i = begin;
 #ifdef __SSE__
-  const __m128 zero = _mm_setzero_ps(), top4 = _mm_set1_ps(top);
+  const __m128 zero = _mm_setzero_ps(), top4 = _mm_set1_ps(top), largest4 = _mm_set1_ps(FLT_MAX);
   const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
   for (; i + 4 <= end; i += 4) {
     const int is_kept = _mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(m + i), zero));
-    int hit = is_kept & _mm_movemask_ps(_mm_cmple_ps(_mm_and_ps(_mm_loadu_ps(k + i), magnitude), top4));
+    const __m128 absolute = _mm_and_ps(_mm_loadu_ps(k + i), magnitude);
+    int hit = is_kept & _mm_movemask_ps(_mm_cmple_ps(absolute, top4));
+    *nonfinite += __builtin_popcount(_mm_movemask_ps(_mm_cmpnle_ps(absolute, largest4)));  // inf and NaN
     kept += __builtin_popcount(is_kept);
     for (; hit; hit &= hit - 1) {
       const int64_t at = i + __builtin_ctz(hit);
@@ -129,6 +136,7 @@ int64_t KeptAndCandidatesPortable(const float* __restrict__ k, const float* __re
   for (; i < end; ++i) {
     const bool is_kept = m[i] != 0.0f;
     kept += is_kept;
+    *nonfinite += !(std::fabs(k[i]) <= FLT_MAX);
     if (is_kept && std::fabs(k[i]) <= top) {
       found->index.push_back(i);
       found->magnitude.push_back(std::fabs(k[i]));
@@ -140,18 +148,19 @@ int64_t KeptAndCandidatesPortable(const float* __restrict__ k, const float* __re
 #ifdef __x86_64__
 __attribute__((target("avx512f")))
 int64_t KeptAndCandidatesAvx512(const float* k, const float* m, int64_t begin, int64_t end, float top,
-                                Candidates* found) {
+                                Candidates* found, int64_t* nonfinite) {
   const int64_t length = end - begin + 16;
   std::unique_ptr<int32_t[]> offsets(new int32_t[length]);  // uninitialised: only the hits are written
   std::unique_ptr<float[]> magnitudes(new float[length]);
   int64_t kept = 0, count = 0, i = begin;
-  const __m512 top16 = _mm512_set1_ps(top);
+  const __m512 top16 = _mm512_set1_ps(top), largest16 = _mm512_set1_ps(FLT_MAX);
   const __m512i sixteen = _mm512_set1_epi32(16);
   __m512i offset = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (; i + 16 <= end; i += 16) {
     const __mmask16 is_kept = _mm512_cmp_ps_mask(_mm512_loadu_ps(m + i), _mm512_setzero_ps(), _CMP_NEQ_UQ);
     const __m512 magnitude = _mm512_abs_ps(_mm512_loadu_ps(k + i));
     const __mmask16 hit = _mm512_mask_cmp_ps_mask(is_kept, magnitude, top16, _CMP_LE_OQ);
+    *nonfinite += __builtin_popcount(_mm512_cmp_ps_mask(magnitude, largest16, _CMP_NLE_UQ));  // inf and NaN
     kept += __builtin_popcount(is_kept);
     _mm512_mask_compressstoreu_epi32(offsets.get() + count, hit, offset);
     _mm512_mask_compressstoreu_ps(magnitudes.get() + count, hit, magnitude);
@@ -161,22 +170,22 @@ int64_t KeptAndCandidatesAvx512(const float* k, const float* m, int64_t begin, i
   found->index.reserve(found->index.size() + count + 16);
   for (int64_t j = 0; j < count; ++j) found->index.push_back(begin + offsets[j]);
   found->magnitude.insert(found->magnitude.end(), magnitudes.get(), magnitudes.get() + count);
-  return kept + KeptAndCandidatesPortable(k, m, i, end, top, found);
+  return kept + KeptAndCandidatesPortable(k, m, i, end, top, found, nonfinite);
 }
 #endif
 
 int64_t KeptAndCandidates(const float* k, const float* m, int64_t begin, int64_t end, float top,
-                          Candidates* found) {
+                          Candidates* found, int64_t* nonfinite) {
 #ifdef __x86_64__
-  if (UseAvx512()) return KeptAndCandidatesAvx512(k, m, begin, end, top, found);
+  if (UseAvx512()) return KeptAndCandidatesAvx512(k, m, begin, end, top, found, nonfinite);
 #endif
-  return KeptAndCandidatesPortable(k, m, begin, end, top, found);
+  return KeptAndCandidatesPortable(k, m, begin, end, top, found, nonfinite);
 }
 
 struct Layer {
   float* kernel;
   float* mask;
-  int64_t size, target, kept = 0, added = -1, nonzero = -1;
+  int64_t size, target, kept = 0, added = -1, nonzero = -1, nonfinite_count = 0;
   float top = INFINITY;
   bool nonfinite = false;
   Candidates candidates;
@@ -250,7 +259,7 @@ class PruneSmallestOp : public OpKernel {
     parallel(n_, 1 << 20, [&](int64_t i) { layers[i].top = BracketTop(layers[i].kernel, layers[i].size, layers[i].target); });
 
     // One pass over every kernel and mask, in chunks that both cores share; chunk order keeps index order.
-    struct Chunk { int layer; int64_t begin, end, kept = 0; Candidates candidates; };
+    struct Chunk { int layer; int64_t begin, end, kept = 0, nonfinite = 0; Candidates candidates; };
     std::vector<Chunk> chunks;
     for (int i = 0; i < n_; ++i)
       for (int64_t begin = 0; begin < layers[i].size; begin += kChunk)
@@ -258,23 +267,29 @@ class PruneSmallestOp : public OpKernel {
     parallel(chunks.size(), kChunk * 2, [&](int64_t c) {
       Chunk& chunk = chunks[c];
       const Layer& layer = layers[chunk.layer];
-      chunk.kept = KeptAndCandidates(layer.kernel, layer.mask, chunk.begin, chunk.end, layer.top, &chunk.candidates);
+      chunk.kept = KeptAndCandidates(layer.kernel, layer.mask, chunk.begin, chunk.end, layer.top, &chunk.candidates,
+                                     &chunk.nonfinite);
     });
+    bool any_nonfinite = false;
     for (Chunk& chunk : chunks) {
       Layer& layer = layers[chunk.layer];
       layer.kept += chunk.kept;
+      layer.nonfinite_count += chunk.nonfinite;
+      any_nonfinite |= chunk.nonfinite > 0;
       layer.candidates.append(chunk.candidates);
     }
 
-    parallel(n_, 1 << 20, [&](int64_t i) {
+    // Weights that are NaN or inf rank nothing: no layer is touched, and the caller names them.
+    if (!any_nonfinite) parallel(n_, 1 << 20, [&](int64_t i) {
       Layer& layer = layers[i];
       const int64_t needed = layer.target - (layer.size - layer.kept);
       if (needed < 0) return;  // the mask prunes more than asked: the caller recomputes this layer
       if (static_cast<int64_t>(layer.candidates.index.size()) < needed) {  // the sample misled: all kept weights
         layer.candidates = Candidates();
+        int64_t ignored = 0;
         for (int64_t begin = 0; begin < layer.size; begin += kChunk)
           KeptAndCandidates(layer.kernel, layer.mask, begin, std::min(layer.size, begin + kChunk), INFINITY,
-                            &layer.candidates);
+                            &layer.candidates, &ignored);
       }
       if (static_cast<int64_t>(layer.candidates.index.size()) < needed) {  // NaN weights are never candidates
         layer.nonfinite = true;
@@ -289,12 +304,14 @@ class PruneSmallestOp : public OpKernel {
       OP_REQUIRES(ctx, !layers[i].nonfinite,
                   errors::InvalidArgument("kernel ", i, " holds NaN weights: fewer comparable kept weights than ",
                                           "the target prunes"));
-    Tensor *added = nullptr, *nonzero = nullptr;
+    Tensor *added = nullptr, *nonzero = nullptr, *nonfinite = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n_}), &added));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n_}), &nonzero));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n_}), &nonfinite));
     for (int i = 0; i < n_; ++i) {
       added->flat<int64_t>()(i) = layers[i].added;
       nonzero->flat<int64_t>()(i) = layers[i].nonzero;
+      nonfinite->flat<int64_t>()(i) = layers[i].nonfinite_count;
     }
   }
 
