@@ -41,19 +41,30 @@ def mrpc_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, mrpc_dir):
     """A random 2-layer, hidden-32 BERT classifier in Hugging Face layout (tf_model.h5 + a word vocab)."""
+    return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_without_dropout_dir(tmp_path_factory, mrpc_dir):
+    """The same without dropout: its training is a function of the checkpointed state alone."""
+    return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert_no_dropout", hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
+
+
+def _tiny_bert(tmp_path_factory, mrpc_dir, name, **config):
     from transformers import BertConfig, BertTokenizerFast, TFBertForSequenceClassification
 
     from tfprune._keras import keras
     from tfprune.tasks.glue import read_mrpc_tsv
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
+    folder = tmp_path_factory.mktemp(name)
     words = sorted({w.lower() for s1, s2, _ in read_mrpc_tsv(os.path.join(mrpc_dir, "train.tsv")) for w in (s1 + " " + s2).split()})
     with open(folder / "vocab.txt", "w") as handle:
         handle.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     keras.utils.set_random_seed(0)
     config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=2)
+                        intermediate_size=64, max_position_embeddings=128, num_labels=2, **config)
     model = TFBertForSequenceClassification(config)
     model(model.dummy_inputs)
     model.save_pretrained(folder)

@@ -1,6 +1,7 @@
 """Fine-tuning plumbing for sequence classifiers: evaluation on a dev set, step scalars, epoch checkpoints."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -67,36 +68,90 @@ class EvalAndLog(keras.callbacks.Callback):
         print(f"\nepoch {epoch + 1}: dev " + ", ".join(f"{name} {100 * value:.2f} %" for name, value in metrics.items()))
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Model (masks included), optimizer (its step is the schedule's step) and epoch, after every epoch."""
+class RunCheckpoint(keras.callbacks.Callback):
+    """Everything a resumed run needs to continue as if it had never stopped: the model (masks included),
+    the optimizer (its step is the schedule's step), the position in the data (epoch, batches done in it),
+    the run's history (`history_source()`: dev evaluations, the sparsity log) and the settings it ran with.
+    Saved after every epoch and every `every` optimizer steps (0: epochs only); the last one is kept.
 
-    def __init__(self, directory: str):
+    Data order and RNG: the caller replays the data order from the seed and the epochs done; dropout's
+    random state is not in the checkpoint (tf-keras draws it from stateless-per-trace ops), so a model with
+    dropout resumes exactly in everything but dropout's masks.
+    """
+
+    def __init__(self, directory: str, settings: dict, every: int = 0, history_source=None):
         super().__init__()
-        self.directory = directory
+        self.directory, self.every, self.history_source = directory, every, history_source
+        self.settings = dict(settings)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._manager = None
+        self.batch = tf.Variable(0, dtype=tf.int64, trainable=False)  # batches of `epoch` done
+        self._history = tf.Variable("{}", dtype=tf.string, trainable=False)
+        self._settings = tf.Variable(json.dumps(self.settings, sort_keys=True), dtype=tf.string, trainable=False)
+        self._manager, self._current_epoch = None, 0
+        self.offset = 0  # batches of the current epoch done before this fit (a resumed run's first epoch)
 
     def manager(self, model):
         if self._manager is None:
-            checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
+                                             batch=self.batch, history=self._history, settings=self._settings)
             self._manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=1)
         return self._manager
 
-    def restore(self, model) -> int:
-        """Restore the latest checkpoint into `model` (optimizer built first); returns the epochs done."""
+    def restore(self, model) -> tuple[int, int, dict]:
+        """Restore the latest checkpoint into `model` (optimizer built first): (epochs done, batches done in
+        the next epoch, the history saved with it).
+
+        Raises:
+            TfpruneError: no checkpoint, one that cannot be read (truncated, another model), or one written
+                with other settings (the message names them).
+        """
         manager = self.manager(model)
-        if manager.latest_checkpoint is None:
+        latest = manager.latest_checkpoint
+        if latest is None:
             raise TfpruneError(f"no checkpoint to resume from in {self.directory}")
         if isinstance(model.optimizer, keras.optimizers.Optimizer):  # the new optimizers create slots in build
             model.optimizer.build(model.trainable_variables)
         model.optimizer.iterations  # noqa: B018  (legacy optimizers create it on first access)
-        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
+        try:
+            manager.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:  # IndexError: a
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]  # truncated data file
+            raise TfpruneError(f"checkpoint {latest} cannot be restored (truncated, or written for another "
+                               f"model): {first}") from None
+        saved = json.loads(self._settings.numpy().decode())
+        differ = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
+        if differ:
+            shown = ", ".join(f"{k}: {saved.get(k)!r} then, {self.settings.get(k)!r} now" for k in differ[:4])
+            raise TfpruneError(f"checkpoint {latest} was written with other settings ({shown}); resume with the "
+                               "same settings or start a new run")
+        return int(self.epoch.numpy()), int(self.batch.numpy()), json.loads(self._history.numpy().decode())
+
+    def save(self, epoch: int, batch: int) -> None:
+        self.epoch.assign(epoch)
+        self.batch.assign(batch)
+        if self.history_source is not None:
+            self._history.assign(json.dumps(self.history_source(), default=_plain))
+        try:
+            self.manager(self.model).save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+        except tf.errors.OpError as error:  # a full or read-only disk, as TensorFlow reports it
+            first = (str(error.message).strip().splitlines() or [type(error).__name__])[0][:160]
+            raise TfpruneError(f"cannot write a checkpoint in {self.directory}: {first}") from None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every and int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+            self.save(self._current_epoch, self.offset + batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch.assign(epoch + 1)
-        self.manager(self.model).save()
+        self.offset = 0
+        self.save(epoch + 1, 0)
 
     def clear(self):
         if os.path.isdir(self.directory):
             shutil.rmtree(self.directory)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)

@@ -11,7 +11,7 @@ import tempfile
 import time
 import warnings
 
-from tfprune._keras import start_devices_quietly  # noqa: E402
+from tfprune._keras import start_devices_quietly
 
 start_devices_quietly()  # the commands' users see their own lines, not TensorFlow's start-up
 
@@ -103,6 +103,9 @@ def claim_output_dir(final_dir: str):
     except BlockingIOError:
         lock.close()
         raise UsageError(f"output directory {final_dir} is in use by another run") from None
+    for name in os.listdir(parent):  # what a killed run into this directory left staged
+        if name.startswith(_staging_prefix(final_dir)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     try:
         yield final_dir
     except KeyboardInterrupt:
@@ -116,6 +119,10 @@ def claim_output_dir(final_dir: str):
         lock.close()
 
 
+def _staging_prefix(final_dir: str) -> str:
+    return f".{os.path.basename(os.path.abspath(final_dir))}.staging-"
+
+
 @contextlib.contextmanager
 def atomic_output_dir(final_dir: str):
     """Yield a fresh staging folder beside `final_dir`; on success its files replace those in `final_dir`,
@@ -123,7 +130,7 @@ def atomic_output_dir(final_dir: str):
     failed run, checkpoints for --resume and TensorBoard events, are written to `final_dir` directly.)"""
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=_staging_prefix(final_dir), dir=parent)
     try:
         yield staging
     except BaseException:

@@ -53,7 +53,9 @@ def build_parser():
     g.add_argument("--output-dir", help="default: logs/mrpc/<run-name>")
     g.add_argument("--run-name", help="default: <pattern>-<final sparsity>, or dense")
     g.add_argument("--log-every", type=int, default=10, help="TensorBoard scalars every N steps")
-    g.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    g.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (same settings)")
+    g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N optimizer steps "
+                   "(default: after every epoch only)")
     g.add_argument("--summary", action="store_true", help="print the model's parameter summary and exit")
     g.add_argument("--export-onnx", action="store_true", help="export the stripped model to ONNX at the end "
                    "(parity checked; see python -m tfprune.export)")
@@ -101,9 +103,19 @@ def apply_schedule_config(args, parser) -> None:
         setattr(args, key, value)
 
 
+# Flags that change what a run computes: a checkpoint resumes only under the same values.
+RESUME_INDEPENDENT = {"output_dir", "run_name", "resume", "checkpoint_every", "export_onnx", "summary"}
+
+
+def run_settings(args) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_INDEPENDENT}
+
+
 def check_ranges(args) -> None:
     """Every numeric flag within what it means, before anything is loaded."""
     cli.require_positive(args, "epochs", "batch_size", "frequency")
+    if args.checkpoint_every < 0:
+        raise cli.UsageError(f"--checkpoint-every must be >= 0 (0: after every epoch only), got {args.checkpoint_every}")
     if args.log_every < 0:
         raise cli.UsageError(f"--log-every must be >= 0 (0: only at mask updates), got {args.log_every}")
     for name in ("max_train_samples", "max_eval_samples"):
@@ -172,7 +184,7 @@ def _train(args, pattern, dense_run: bool, run_name: str, output_dir: str) -> No
     from tfprune.report import format_report, sparsity_report, zero_fraction
     from tfprune.schedules import PolynomialDecay, to_dict
     from tfprune.strip import strip_model
-    from tfprune.training import EpochCheckpoint, EvalAndLog, evaluate
+    from tfprune.training import EvalAndLog, RunCheckpoint, evaluate
 
     keras.utils.set_random_seed(args.seed)
     train_rows = data["train"][:args.max_train_samples]
@@ -193,27 +205,38 @@ def _train(args, pattern, dense_run: bool, run_name: str, output_dir: str) -> No
                                     weight_decay_rate=args.weight_decay)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
-    checkpoints = EpochCheckpoint(os.path.join(output_dir, "checkpoints"))
-    initial_epoch = checkpoints.restore(model) if args.resume else 0
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+    logger = EvalAndLog(writer, dev, args.log_every)
+    pruning = None
+    if schedule:
+        pruning = GradualPruningCallback(schedule, global_ranking=args.global_ranking, log_every=args.log_every,
+                                         layers=wrappers, writer=writer)
+    checkpoints = RunCheckpoint(os.path.join(output_dir, "checkpoints"), run_settings(args), args.checkpoint_every,
+                                lambda: {"evaluations": logger.evaluations,
+                                         "nonzero_history": pruning.history if pruning else []})
+    initial_epoch = done_in_epoch = 0
+    if args.resume:
+        initial_epoch, done_in_epoch, history = checkpoints.restore(model)
+        logger.evaluations = history.get("evaluations", [])
+        if pruning is not None:
+            pruning.history = history.get("nonzero_history", [])
+    else:
+        checkpoints.clear()
     for _ in range(initial_epoch):  # the data order the finished epochs left (Keras starts a fresh Sequence)
         train.on_epoch_end()
-    if not args.resume:
-        checkpoints.clear()
     print(f"model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} dev pairs); "
           f"{total_steps} steps; " + (f"pruning {len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to "
                                       f"{args.final_sparsity:.0%} by step {end_step}" if wrappers else "dense"))
 
     clock = cli.Stopwatch()
     with cli.atomic_output_dir(output_dir) as out:
-        writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-        logger = EvalAndLog(writer, dev, args.log_every)
-        callbacks = [logger, checkpoints]
-        pruning = None
-        if schedule:
-            pruning = GradualPruningCallback(schedule, global_ranking=args.global_ranking, log_every=args.log_every,
-                                             layers=wrappers, writer=writer)
-            callbacks.insert(0, pruning)
+        callbacks = ([pruning] if pruning else []) + [logger, checkpoints]  # the checkpoint sees both logs
         fit_clock = cli.Stopwatch()
+        if done_in_epoch and initial_epoch < args.epochs:  # killed mid-epoch: that epoch's remaining batches
+            checkpoints.offset = done_in_epoch
+            model.fit(as_keras_sequence(train, skip=done_in_epoch), epochs=initial_epoch + 1,
+                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=1, shuffle=False)
+            initial_epoch += 1
         model.fit(as_keras_sequence(train), epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                   verbose=1, shuffle=False)
         train_seconds = fit_clock.seconds

@@ -121,16 +121,17 @@ class PairBatches:
             self.rng.shuffle(self.order)
 
 
-def as_keras_sequence(batches: PairBatches):
-    """Wrap PairBatches as a tf_keras Sequence (reshuffled every epoch by Keras' on_epoch_end)."""
+def as_keras_sequence(batches: PairBatches, skip: int = 0):
+    """Wrap PairBatches as a tf_keras Sequence (reshuffled every epoch by Keras' on_epoch_end). `skip`: the
+    first batches of the current order left out (a run resumed in the middle of an epoch)."""
     from tfprune._keras import keras
 
     class _Sequence(keras.utils.Sequence):
         def __len__(self):
-            return len(batches)
+            return len(batches) - skip
 
         def __getitem__(self, index):
-            return batches.batch(index)
+            return batches.batch(skip + index)
 
         def on_epoch_end(self):
             batches.on_epoch_end()
