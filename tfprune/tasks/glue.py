@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from tfprune.errors import TfpruneError
+from tfprune.tasks.glue_tasks import TASKS, read_task_tsv
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 # Pairs a person can judge, run through every exported MRPC model (paraphrase, or not).
@@ -25,35 +26,10 @@ MRPC_DEMO_PAIRS = [
 
 
 def read_mrpc_tsv(path: str, labelled: bool = True) -> list[tuple[str, str, int]]:
-    """Rows (sentence1, sentence2, label) of a GLUE MRPC TSV (label -1 where unlabelled).
-
-    Columns: Quality, #1 ID, #2 ID, #1 String, #2 String (test: index instead of Quality, no label). Sentences
-    contain quote characters, so rows are split on tabs, never parsed as CSV. A malformed row is an error
-    that names the file and line: silently skipping it would change the data set.
-    """
-    if not os.path.isfile(path):
-        raise TfpruneError(f"MRPC file {path} not found")
-    rows = []
-    with open(path, encoding="utf-8-sig") as handle:
-        header = handle.readline()
-        if "#1 String" not in header:
-            raise TfpruneError(f"{path}:1: not a GLUE MRPC header (expected '#1 String' and '#2 String' columns)")
-        for number, line in enumerate(handle, start=2):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 5:
-                raise TfpruneError(f"{path}:{number}: malformed row: expected 5 tab-separated fields, found {len(fields)}")
-            label = -1
-            if labelled:
-                if fields[0] not in ("0", "1"):
-                    raise TfpruneError(f"{path}:{number}: malformed row: label must be 0 or 1, found {fields[0]!r}")
-                label = int(fields[0])
-            rows.append((fields[3], fields[4], label))
-    if not rows:
-        raise TfpruneError(f"{path} has no data rows")
-    return rows
+    """Rows (sentence1, sentence2, label) of a GLUE MRPC TSV (label -1 where unlabelled): `glue_tasks`'
+    reader with MRPC's layout (Quality, #1 ID, #2 ID, #1 String, #2 String)."""
+    rows = read_task_tsv(path, TASKS["mrpc"], labelled)
+    return [(first, second, -1 if label is None else label) for first, second, label in rows]
 
 
 def find_mrpc_dir(data_dir: str | None) -> str | None:
