@@ -43,7 +43,9 @@ class GradualPruningCallback(keras.callbacks.Callback):
         self._supports_tf_logs = True  # otherwise Keras copies the logs to numpy at every batch (a sync)
         self.schedule, self.log_dir, self.global_ranking = schedule, log_dir, global_ranking
         self.log_every, self._layers, self.groups = log_every, layers, list(groups or [])
-        self.pruner: PruningStep | None = None
+        # Built now where the layers are known, so bad patterns and rankings are refused before training.
+        self.pruner: PruningStep | None = (PruningStep(list(layers or []), schedule, global_ranking, self.groups)
+                                           if layers is not None or self.groups else None)
         self._writer = writer
         self.history: list[dict] = []  # one row per logged step: step, target, nonzero per tensor
         self.seconds = 0.0  # time spent in this callback: the pruning overhead outside the train step

@@ -57,6 +57,21 @@ class Pattern:
         return cls(**config)
 
 
+def as_pattern(pattern) -> Pattern:
+    """A Pattern from a Pattern, its dict or a pattern name.
+
+    Raises:
+        TfpruneError: anything else, or an unknown name.
+    """
+    if isinstance(pattern, Pattern):
+        return pattern
+    if isinstance(pattern, dict):
+        return Pattern.from_dict(pattern)
+    if isinstance(pattern, str):
+        return Pattern(pattern)
+    raise TfpruneError(f"pattern must be a Pattern, a dict or a pattern name, got {type(pattern).__name__}")
+
+
 def parse_nm(text: str) -> tuple[int, int]:
     """'2:4' -> (2, 4), with an error that names the flag's expected form."""
     try:
@@ -283,7 +298,7 @@ def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "
         TfpruneError: a sparsity outside [0, 1), a kernel that is not 2-D, an N:M pattern the kernel's rows do
             not divide or a sparsity it cannot reach.
     """
-    pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
+    pattern = as_pattern(pattern)
     kernel = _check_kernel(kernel)
     _check_sparsity(sparsity)
     if pattern.name == "nm":
@@ -309,7 +324,7 @@ def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pa
     Raises:
         TfpruneError: the "nm" pattern, a sparsity outside [0, 1), a kernel that is not 2-D.
     """
-    pattern = Pattern(pattern) if isinstance(pattern, str) else pattern
+    pattern = as_pattern(pattern)
     _check_sparsity(sparsity)
     if pattern.name == "nm":
         raise TfpruneError("global ranking does not apply to the nm pattern (its structure is per window); use layer-wise")

@@ -8,6 +8,12 @@ any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name if it has none), for a one-line report."""
+    text = str(getattr(error, "message", None) or error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][:limit]
+
+
 class TfpruneError(ValueError):
     """A bad argument, an unusable file or a combination tfprune cannot honour: fixable by the caller."""
 

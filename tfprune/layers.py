@@ -21,18 +21,8 @@ import tensorflow as tf
 
 from tfprune import kernel_mask, registry
 from tfprune._keras import keras
-from tfprune.criteria import Pattern, compute_mask
+from tfprune.criteria import Pattern, as_pattern, compute_mask
 from tfprune.errors import TfpruneError
-
-
-def _as_pattern(pattern) -> Pattern:
-    if isinstance(pattern, Pattern):
-        return pattern
-    if isinstance(pattern, dict):
-        return Pattern.from_dict(pattern)
-    if isinstance(pattern, str):
-        return Pattern(pattern)
-    raise TfpruneError(f"pattern must be a Pattern, a dict or a pattern name, got {type(pattern).__name__}")
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
@@ -60,7 +50,7 @@ class PrunableLayer(keras.layers.Wrapper):
                                f"{type(layer).__module__}.{type(layer).__name__}")
         kwargs.setdefault("name", f"prunable_{layer.name}")
         super().__init__(layer, **kwargs)
-        self.pattern = _as_pattern(pattern)
+        self.pattern = as_pattern(pattern)
         self.mask = None
         self.sparsity = None
         self.bias_mask = None
@@ -220,7 +210,7 @@ def reapply_masks(model: tf.Module | list[PrunableLayer]) -> None:
         layer.apply_mask()
 
 
-def layer_paths(model) -> list[tuple[str, object, object, str]]:
+def layer_paths(model) -> list[tuple[str, object, tuple, object]]:
     """(path, parent, attribute, layer) for every registered layer reachable through attributes of `model`'s
     layers, depth first: the path joins attribute names with "/" (e.g. "bert/encoder/layer/0/intermediate/
     dense"); list items get their index. Wrapped layers are listed as their wrapper and not entered."""
@@ -268,7 +258,7 @@ def prune(target, pattern: Pattern | dict | str = "unstructured", include: str |
     Raises:
         TfpruneError: no registered layer matches, the expression is invalid, or the pattern is unknown.
     """
-    pattern = _as_pattern(pattern)
+    pattern = as_pattern(pattern)
     if registry.is_prunable(target) and not isinstance(target, PrunableLayer):
         return [wrap(target, pattern)]
     try:

@@ -101,7 +101,7 @@ class PruningStep:
         self._position = {id(w): i for i, w in enumerate(self.logged)}
         self.started = False
         self.last_update_step = None
-        self._count = self._install = self._zero_out_compiled = self._install_groups = self._finite = None
+        self._tally = self._install = self._zero_out_compiled = self._install_groups = None
         self._counts_at_update = None
         self._padded_length = 256
 
@@ -118,10 +118,12 @@ class PruningStep:
             return False
         sparsity = self.schedule.sparsity_at(step)
         counts = [None] * len(self.layers)
-        if self.layers and not self.global_ranking and all(layer.pattern.name == "unstructured" for layer in self.layers):
-            counts = self._prune_smallest(sparsity, step)  # checks the weights are finite on the way
-        else:
+        fast = self.layers and not self.global_ranking and all(layer.pattern.name == "unstructured"
+                                                               for layer in self.layers)
+        if not fast or self.groups:  # the fast path checks its own layers in the compiled op's pass
             self.check_finite(step)
+        if fast:
+            counts = self._prune_smallest(sparsity, step)
         redo = [i for i, count in enumerate(counts) if count is None]  # all, or masks pruning more than asked
         if redo:
             for i, count in zip(redo, self._recompute(redo, sparsity)):
@@ -135,10 +137,18 @@ class PruningStep:
     def check_finite(self, step: int) -> None:
         """Raises NonFiniteWeightsError, naming the tensors and `step`, if a pruned weight is NaN or inf: masks
         are not ranked from a diverged run's weights (each update checks; the callback also at epoch ends)."""
-        if self._finite is None:
+        self._counted(step)
+
+    def _counted(self, step: int | None) -> np.ndarray:
+        """Non-zero count of every kernel of `logged`, in one graph call that also checks they are finite
+        (raising NonFiniteWeightsError if not): one call, not two, right after a training step."""
+        if self._tally is None:
             kernels = [layer.kernel for layer in self.logged]
-            self._finite = tf.function(lambda: tf.stack([tf.reduce_all(tf.math.is_finite(k)) for k in kernels]))
-        self._raise_if_nonfinite(self._finite().numpy(), step)
+            self._tally = tf.function(lambda: (tf.stack([tf.math.count_nonzero(k) for k in kernels]),
+                                               tf.stack([tf.reduce_all(tf.math.is_finite(k)) for k in kernels])))
+        counts, finite = self._tally()
+        self._raise_if_nonfinite(finite.numpy(), step)
+        return counts.numpy()
 
     def _raise_if_nonfinite(self, finite: np.ndarray, step: int | None) -> None:
         """`finite`: one bool per tensor of `logged` (a prefix of it will do)."""
@@ -167,18 +177,13 @@ class PruningStep:
         self._install_groups(tuple(i for i, _ in kernels), [tf.constant(m) for _, m in kernels],
                              tuple(i for i, _ in biases), [tf.constant(m) for _, m in biases],
                              tf.constant(sparsity, tf.float32))
-        return [int(c) for c in self._count_group_kernels()]
+        return [int(c) for c in self._counted(None)[len(self.layers):]]  # groups are updated rarely
 
     def _install_group_masks(self, kernel_which, kernel_masks, bias_which, bias_masks, sparsity):
         for i, mask in zip(kernel_which, kernel_masks):
             self.logged[i]._install_mask(mask, sparsity)
         for i, mask in zip(bias_which, bias_masks):
             self.logged[i]._install_bias_mask(mask)
-
-    def _count_group_kernels(self) -> np.ndarray:
-        """Non-zero counts of the groups' wrappers' kernels (a pass over them: group updates are rare)."""
-        kernels = [w.kernel for w in self.logged[len(self.layers):]]
-        return np.array([int(tf.math.count_nonzero(k)) for k in kernels], np.int64)
 
     def _prune_smallest(self, sparsity: float, step: int) -> list[int | None]:
         """The common case, gradual unstructured pruning: the few smallest kept weights of each kernel go.
@@ -193,7 +198,7 @@ class PruningStep:
                 [pruned_count(int(np.prod(layer.kernel.shape)), sparsity) for layer in self.layers], sparsity)
             self._raise_if_nonfinite(nonfinite.numpy() == 0, step)  # counted in the op's own pass: free
             return [None if a < 0 else int(c) for a, c in zip(added.numpy(), nonzero.numpy())]
-        self.check_finite(step)
+        self.check_finite(step)  # the numpy path must not rank NaN weights either
         # numpy threads (their loops release the GIL) on views of the variables (TensorFlow copies a
         # buffer before writing it while a view is alive: none is, after this).
         found = list(_pool().map(_newly_pruned, [layer.kernel for layer in self.layers],
@@ -254,13 +259,7 @@ class PruningStep:
         """
         if step is not None and step == self.last_update_step and self._counts_at_update is not None:
             return self._counts_at_update
-        if self._count is None:  # with the finiteness check: one graph call, not two, right after a step
-            kernels = [layer.kernel for layer in self.logged]
-            self._count = tf.function(lambda: (tf.stack([tf.math.count_nonzero(k) for k in kernels]),
-                                               tf.stack([tf.reduce_all(tf.math.is_finite(k)) for k in kernels])))
-        counts, finite = self._count()
-        self._raise_if_nonfinite(finite.numpy(), step)
-        return counts.numpy()
+        return self._counted(step)
 
     def nonzero_pct(self, step: int | None = None) -> tuple[dict[str, float], float]:
         """(% non-zero per tensor label, % non-zero over all pruned tensors)."""

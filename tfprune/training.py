@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.errors import TfpruneError
+from tfprune.errors import TfpruneError, first_line
 from tfprune.tasks.metrics import accuracy_and_f1
 
 
@@ -114,10 +114,10 @@ class RunCheckpoint(keras.callbacks.Callback):
         model.optimizer.iterations  # noqa: B018  (legacy optimizers create it on first access)
         try:
             manager.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:  # IndexError: a
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]  # truncated data file
+        # TensorFlow's reader raises IndexError on a truncated data file, OpError and the rest otherwise
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:
             raise TfpruneError(f"checkpoint {latest} cannot be restored (truncated, or written for another "
-                               f"model): {first}") from None
+                               f"model): {first_line(error, 160)}") from None
         saved = json.loads(self._settings.numpy().decode())
         differ = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
         if differ:
@@ -134,8 +134,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         try:
             self.manager(self.model).save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
         except tf.errors.OpError as error:  # a full or read-only disk, as TensorFlow reports it
-            first = (str(error.message).strip().splitlines() or [type(error).__name__])[0][:160]
-            raise TfpruneError(f"cannot write a checkpoint in {self.directory}: {first}") from None
+            raise TfpruneError(f"cannot write a checkpoint in {self.directory}: {first_line(error, 160)}") from None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch

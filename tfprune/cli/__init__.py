@@ -58,9 +58,10 @@ def run(main, argv=None) -> int:
 
 
 def require_positive(args, *names: str) -> None:
-    """A UsageError naming the first of `names` (argparse dests) whose value is below 1."""
+    """A UsageError naming the first of `names` (argparse dests) whose value is below 1 (None, an optional
+    flag not given, passes)."""
     for name in names:
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 

@@ -56,12 +56,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     ks = parse_ks(args.ks)
-    cli.require_positive(args, "epochs", "batch_size", "speed_runs")
+    cli.require_positive(args, "epochs", "batch_size", "speed_runs", "max_train_samples", "max_test_samples")
     if args.finetune_epochs < 0:
         raise cli.UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    for name in ("max_train_samples", "max_test_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0.0 < args.learning_rate < float("inf"):
         raise cli.UsageError(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
     for name in ("l1", "group"):

@@ -113,14 +113,11 @@ def run_settings(args) -> dict:
 
 def check_ranges(args) -> None:
     """Every numeric flag within what it means, before anything is loaded."""
-    cli.require_positive(args, "epochs", "batch_size", "frequency")
+    cli.require_positive(args, "epochs", "batch_size", "frequency", "max_train_samples", "max_eval_samples")
     if args.checkpoint_every < 0:
         raise cli.UsageError(f"--checkpoint-every must be >= 0 (0: after every epoch only), got {args.checkpoint_every}")
     if args.log_every < 0:
         raise cli.UsageError(f"--log-every must be >= 0 (0: only at mask updates), got {args.log_every}")
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_seq_length < 8:
         raise cli.UsageError(f"--max-seq-length must be >= 8 (room for [CLS], two [SEP] and both sentences), "
                              f"got {args.max_seq_length}")
@@ -196,10 +193,6 @@ def _train(args, pattern, dense_run: bool, run_name: str, output_dir: str) -> No
     schedule = None if dense_run else PolynomialDecay(args.initial_sparsity, args.final_sparsity, args.begin_step,
                                                       end_step, args.frequency, args.exponent)
     wrappers = [] if dense_run else bert.inject(model, args.prune_scope, pattern)
-    if wrappers:  # patterns against the kernels' shapes, ranking: checked before any file is written
-        from tfprune.pruner import PruningStep
-
-        PruningStep(wrappers, schedule, args.global_ranking)
 
     optimizer, _ = create_optimizer(args.learning_rate, total_steps, int(args.warmup_ratio * total_steps),
                                     weight_decay_rate=args.weight_decay)

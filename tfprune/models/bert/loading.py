@@ -11,7 +11,7 @@ import glob
 import os
 import warnings
 
-from tfprune.errors import TfpruneError
+from tfprune.errors import TfpruneError, first_line
 
 DEFAULT_MODEL = "bert-base-uncased"
 
@@ -88,7 +88,7 @@ def _load_local(folder: str, num_labels: int, seed: int):
     try:
         config = BertConfig.from_pretrained(folder, num_labels=num_labels)
     except (OSError, ValueError) as error:  # transformers reports unreadable JSON as either
-        raise TfpruneError(f"{config_path} is not a readable model configuration ({_first_line(error)})") from None
+        raise TfpruneError(f"{config_path} is not a readable model configuration ({first_line(error)})") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as error:
@@ -98,7 +98,7 @@ def _load_local(folder: str, num_labels: int, seed: int):
         try:
             return TFBertForSequenceClassification.from_pretrained(folder, config=config), tokenizer
         except (OSError, ValueError, KeyError) as error:  # h5py on a truncated or foreign file
-            raise TfpruneError(f"{weights} is not a readable TF BERT checkpoint ({_first_line(error)})") from None
+            raise TfpruneError(f"{weights} is not a readable TF BERT checkpoint ({first_line(error)})") from None
     safetensors = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not safetensors:
         raise TfpruneError(f"model directory {folder} has neither tf_model.h5 nor model.safetensors")
@@ -115,10 +115,6 @@ def _load_local(folder: str, num_labels: int, seed: int):
         try:
             state.update(load_file(path))
         except Exception as error:  # safetensors' own error type for truncated or foreign files
-            raise TfpruneError(f"{path} is not a readable safetensors file ({_first_line(error)})") from None
+            raise TfpruneError(f"{path} is not a readable safetensors file ({first_line(error)})") from None
     load_pytorch_state_dict_in_tf2_model(model, state, allow_missing_keys=True, skip_logger_warnings=True)
     return model, tokenizer
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
