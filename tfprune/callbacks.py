@@ -2,7 +2,7 @@
 
 The callback reads the optimizer's step at the start of each epoch, adds fit's batch index, and checks it at
 the second batch and wherever the schedule acts: reading it right after a train step waits for the step,
-a cost worth avoiding at every batch (docs/results/overhead.md).
+a cost worth avoiding at every batch.
 """
 from __future__ import annotations
 

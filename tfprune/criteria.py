@@ -154,7 +154,7 @@ def _bracket(values: np.ndarray, k: int) -> tuple[float, float]:
 
     The sample is every s-th value, for an s without prime factors below 1009 (a prime, for kernels up to
     16 G weights), so that it meets every column of a row-major kernel; a strided read the prefetcher
-    follows; random reads were a fifth of a numpy mask update's time (docs/results/overhead.md)."""
+    follows, where random reads would miss the cache at every sample."""
     stride = max(1, values.size // 16_384) | 1
     while stride > 1 and any(stride % p == 0 for p in range(3, min(stride, 1009), 2)):
         stride += 2

@@ -7,7 +7,7 @@ prunes, and the pruner re-applies the masks when training starts, after any writ
 Checkpoints therefore hold weights exactly as sparse as their masks, whatever Adam's moments say.
 
 Multiplying by the mask in the forward pass as well (tfmot's way) would be a second pass over every kernel at
-every step for no change in the result (docs/results/overhead.md measures it).
+every step for no change in the result.
 The gradient is the dense one, as tfmot's straight-through gradient; the masked update discards what it
 does to pruned weights (masking the gradient instead let Adam's moments of pruned weights decay into
 denormal floats, which halved the MLP's training speed on a CPU).

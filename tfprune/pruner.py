@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import native
-from tfprune.criteria import compute_global_masks, compute_mask, magnitudes, newly_pruned, pruned_count
+from tfprune.criteria import compute_global_masks, compute_mask, newly_pruned, pruned_count
 from tfprune.errors import NonFiniteWeightsError, TfpruneError
 from tfprune.layers import PrunableLayer, reapply_masks
 from tfprune.report import tensor_label
@@ -24,11 +24,14 @@ from tfprune.structure import CoupledGroup, choose_units, combined_masks
 _POOL = None
 
 
-def _newly_pruned(kernel: tf.Variable, mask: tf.Variable, sparsity: float) -> tuple[np.ndarray, int] | None:
+def _newly_pruned(kernel: tf.Variable, mask: tf.Variable, sparsity: float) -> tuple[np.ndarray, int] | None | bool:
     """`criteria.newly_pruned` on the layer's variables: (flat indices to prune, as a column, non-zero
-    weights left), or None."""
+    weights left), None, or False when the kernel holds NaN or inf (checked on the magnitudes it reads anyway)."""
     kernel, mask = np.asarray(kernel.value()), np.asarray(mask.value())  # views, no copies
-    found = newly_pruned(magnitudes(kernel).ravel(), mask.ravel() != 0, sparsity)
+    values = np.abs(kernel).ravel()
+    if not np.isfinite(values).all():
+        return False
+    found = newly_pruned(values, mask.ravel() != 0, sparsity)
     return None if found is None else (found[0][:, None], found[1])
 
 
@@ -198,11 +201,11 @@ class PruningStep:
                 [pruned_count(int(np.prod(layer.kernel.shape)), sparsity) for layer in self.layers], sparsity)
             self._raise_if_nonfinite(nonfinite.numpy() == 0, step)  # counted in the op's own pass: free
             return [None if a < 0 else int(c) for a, c in zip(added.numpy(), nonzero.numpy())]
-        self.check_finite(step)  # the numpy path must not rank NaN weights either
         # numpy threads (their loops release the GIL) on views of the variables (TensorFlow copies a
         # buffer before writing it while a view is alive: none is, after this).
         found = list(_pool().map(_newly_pruned, [layer.kernel for layer in self.layers],
                                  [layer.mask for layer in self.layers], [sparsity] * len(self.layers)))
+        self._raise_if_nonfinite(np.array([f is not False for f in found]), step)  # before anything is written
         indices = [np.empty((0, 1), np.int64) if f is None else f[0] for f in found]
         if self._zero_out_compiled is None:
             self._zero_out_compiled = tf.function(self._zero_out, jit_compile=not distributed, input_signature=(

@@ -8,8 +8,7 @@
 // (-1 when the mask already prunes more than the target: that layer is left untouched), how many
 // non-zero weights the kernel keeps, and how many of its weights are NaN or inf (counted in the same pass;
 // when any layer has one, no layer is touched and the caller reports them). One call for all layers: right
-// after a train step TensorFlow's worker threads still spin, and every separate op dispatch costs
-// milliseconds (docs/results/overhead.md).
+// after a train step TensorFlow's worker threads still spin, and every separate op dispatch pays for it.
 // TfpruneMaskedUpdate(kernel, mask, delta, subtract): kernel = (kernel +/- delta) where mask != 0, else 0,
 // in one pass. An optimizer's assign_add / assign_sub on a pruned kernel runs it (kernel_mask.py), so the
 // kernel comes out of every step already masked, and the mask constraint's own pass (another read of kernel
