@@ -44,13 +44,6 @@ def tiny_bert_dir(tmp_path_factory, mrpc_dir):
     return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert")
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_without_dropout_dir(tmp_path_factory, mrpc_dir):
-    """The same without dropout: its training is a function of the checkpointed state alone."""
-    return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert_no_dropout", hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0)
-
-
 def _tiny_bert(tmp_path_factory, mrpc_dir, name, **config):
     from transformers import BertConfig, BertTokenizerFast, TFBertForSequenceClassification
 
@@ -64,7 +57,7 @@ def _tiny_bert(tmp_path_factory, mrpc_dir, name, **config):
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     keras.utils.set_random_seed(0)
     config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=2, **config)
+                        intermediate_size=64, max_position_embeddings=128, **{"num_labels": 2, **config})
     model = TFBertForSequenceClassification(config)
     model(model.dummy_inputs)
     model.save_pretrained(folder)

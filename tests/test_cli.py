@@ -110,7 +110,7 @@ def test_train_mrpc_end_to_end_tiny(tiny_bert_dir, mrpc_dir, tmp_path):
     assert results["onnx"]["parity"]["max_abs_logit_diff"] <= 1e-4
     assert results["onnx"]["zeros"]["onnx"] == results["onnx"]["zeros"]["tf"] >= 4 * round(0.7 * 32 * 64)
     assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "onnx_report.json").is_file()
-    assert results["steps"] == 8 and results["train_pairs"] == 32
+    assert results["steps"] == 8 and results["train_examples"] == 32
     assert results["measured_pruned_sparsity"] == pytest.approx(0.7, abs=0.001)
     assert results["measured_ffn_sparsity"] == results["measured_pruned_sparsity"]  # scope ffn: the same tensors
     assert 0.3 < results["measured_encoder_sparsity"] < results["measured_ffn_sparsity"]

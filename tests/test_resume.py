@@ -1,6 +1,6 @@
 """A run killed with SIGKILL after a checkpoint and resumed gives bitwise the uninterrupted run: weights,
-masks, metrics and results.json with its history (timings aside). The model has no dropout: dropout's
-random state is not checkpointed (RunCheckpoint's docstring)."""
+masks, metrics and results.json with its history (timings aside), dropout included (its generators' state
+is in the checkpoint)."""
 import json
 import os
 import signal
@@ -51,19 +51,19 @@ def _comparable(results):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_bert_without_dropout_dir, mrpc_dir, tmp_path_factory):
+def uninterrupted(tiny_bert_dir, mrpc_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight") / "run"
-    result = run("train_mrpc.py", *_args(tiny_bert_without_dropout_dir, mrpc_dir, out), timeout=300)
+    result = run("train_mrpc.py", *_args(tiny_bert_dir, mrpc_dir, out), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("saves", [2, 3], ids=["after-an-epoch", "mid-epoch"])
-def test_kill_and_resume_is_bitwise_the_uninterrupted_run(saves, uninterrupted, tiny_bert_without_dropout_dir,
+def test_kill_and_resume_is_bitwise_the_uninterrupted_run(saves, uninterrupted, tiny_bert_dir,
                                                           mrpc_dir, tmp_path):
     out = tmp_path / "run"
-    args = _args(tiny_bert_without_dropout_dir, mrpc_dir, out)
+    args = _args(tiny_bert_dir, mrpc_dir, out)
     killed = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "KILL_AFTER_SAVES": str(saves)}, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -81,20 +81,20 @@ def test_kill_and_resume_is_bitwise_the_uninterrupted_run(saves, uninterrupted, 
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".run.")]  # no stage or lock left
 
 
-def test_resume_refuses_other_settings_and_unreadable_checkpoints(uninterrupted, tiny_bert_without_dropout_dir,
+def test_resume_refuses_other_settings_and_unreadable_checkpoints(uninterrupted, tiny_bert_dir,
                                                                   mrpc_dir, tmp_path):
     import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(uninterrupted, out)
-    args = _args(tiny_bert_without_dropout_dir, mrpc_dir, out)
+    args = _args(tiny_bert_dir, mrpc_dir, out)
     result = run("train_mrpc.py", *args, "--resume", "--learning-rate", "1e-3", timeout=300)
     assert_one_line_error(result, "was written with other settings (learning_rate: 2e-05 then, 0.001 now)")
     for data in (out / "checkpoints").glob("*.data-*"):
         data.write_bytes(data.read_bytes()[:100])  # truncated
     assert_one_line_error(run("train_mrpc.py", *args, "--resume", timeout=300), "cannot be restored")
     empty = tmp_path / "empty"
-    assert_one_line_error(run("train_mrpc.py", *_args(tiny_bert_without_dropout_dir, mrpc_dir, empty), "--resume"),
+    assert_one_line_error(run("train_mrpc.py", *_args(tiny_bert_dir, mrpc_dir, empty), "--resume"),
                           "no checkpoint to resume from")
     assert not empty.exists()
 
@@ -117,3 +117,33 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error(tmp_path, monkeypatch)
     monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
     with pytest.raises(TfpruneError, match="cannot write a checkpoint in .*No space left on device"):
         checkpoint.save(1, 0)
+
+
+def test_dropout_state_is_saved_and_restored(tmp_path):
+    """With checkpointable_dropout, every Dropout draws from a generator the checkpoint holds: restoring it
+    replays the same masks; without the flag the layers have none to save."""
+    import tensorflow as tf
+
+    from tfprune._keras import keras
+    from tfprune.training import checkpointable_dropout, random_generators
+
+    experimental = keras.backend.experimental
+    was_enabled = experimental.is_tf_random_generator_enabled()  # the CLIs, run in this process, enable it
+    experimental.disable_tf_random_generator()
+    try:
+        assert random_generators(keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5)])) == {}
+        checkpointable_dropout()
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5), keras.layers.Dropout(0.5)])
+        generators = random_generators(model)
+        assert len(generators) == 2
+        checkpoint = tf.train.Checkpoint(rng=generators)
+        path = checkpoint.save(str(tmp_path / "ckpt"))
+        ones = tf.ones((8, 64))
+        first = [model(ones, training=True).numpy() for _ in range(3)]
+        assert not np.array_equal(first[0], first[1])  # the state advances
+        checkpoint.restore(path).assert_consumed()
+        again = [model(ones, training=True).numpy() for _ in range(3)]
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        (experimental.enable_tf_random_generator if was_enabled else experimental.disable_tf_random_generator)()

@@ -1,4 +1,5 @@
-"""Fine-tuning plumbing for sequence classifiers: evaluation on a dev set, step scalars, epoch checkpoints."""
+"""Fine-tuning plumbing for sequence classifiers: evaluation on a dev set, step scalars, checkpoints that
+resume bitwise, early stopping on the dev metric."""
 from __future__ import annotations
 
 import json
@@ -29,9 +30,34 @@ def predict_logits(model, batches) -> np.ndarray:
     return np.concatenate([forward(batches.batch(i)[0]).numpy() for i in range(len(batches))])
 
 
-def evaluate(model, batches, metrics=accuracy_and_f1) -> dict:
-    """`metrics(labels, predicted classes)` over every example of a PairBatches."""
-    return metrics(batches.labels, predict_logits(model, batches).argmax(axis=1))
+def evaluate(model, batches, metrics=accuracy_and_f1, regression: bool = False) -> dict:
+    """`metrics(labels, predictions)` over every example of a PairBatches: predicted classes, or the single
+    output's scores when `regression`."""
+    logits = predict_logits(model, batches)
+    return metrics(batches.labels, logits[:, 0] if regression else logits.argmax(axis=1))
+
+
+def checkpointable_dropout() -> None:
+    """Make Keras layers built from now on draw dropout from a tf.random.Generator, whose state is a variable
+    a checkpoint can save, instead of TF1 stateful random ops, whose state lives in the op kernels and dies
+    with the process. Call before the model is built."""
+    keras.backend.experimental.enable_tf_random_generator()
+
+
+def random_generators(model) -> dict[str, tf.random.Generator]:
+    """The tf.random.Generator of every layer of `model` that draws random numbers (dropout), keyed by
+    position. Created here (tf-keras would create them at the first training trace) from Python's `random`
+    in layer order, so a fresh run and a resumed one build the same generators before the checkpoint
+    overwrites their state. Layers built before `checkpointable_dropout` have none and are left out."""
+    found = {}
+    for layer in model._flatten_layers(include_self=True):
+        generator = getattr(layer, "_random_generator", None)
+        if generator is None or not hasattr(generator, "_maybe_init"):
+            continue
+        generator._maybe_init()
+        if isinstance(getattr(generator, "_generator", None), tf.random.Generator):
+            found[str(len(found))] = generator._generator
+    return found
 
 
 class EvalAndLog(keras.callbacks.Callback):
@@ -39,10 +65,11 @@ class EvalAndLog(keras.callbacks.Callback):
     `evaluate`), as `eval/<name>`. All at the optimizer's step, in the same TensorBoard run as the pruning
     scalars."""
 
-    def __init__(self, writer, eval_batches, log_every: int = 10, metrics=accuracy_and_f1):
+    def __init__(self, writer, eval_batches, log_every: int = 10, metrics=accuracy_and_f1, regression: bool = False):
         super().__init__()
         self._supports_tf_logs = True
         self.writer, self.eval_batches, self.log_every, self.metrics = writer, eval_batches, log_every, metrics
+        self.regression = regression
         self.evaluations: list[dict] = []
 
     def _step(self) -> int:
@@ -58,14 +85,61 @@ class EvalAndLog(keras.callbacks.Callback):
                 tf.summary.scalar("train/learning_rate", lr)
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = evaluate(self.model, self.eval_batches, self.metrics)
+        metrics = evaluate(self.model, self.eval_batches, self.metrics, self.regression)
         step = self._step()
         self.evaluations.append({"epoch": epoch + 1, "step": step, **metrics})
         with self.writer.as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(f"eval/{name}", value)
         self.writer.flush()
-        print(f"\nepoch {epoch + 1}: dev " + ", ".join(f"{name} {100 * value:.2f} %" for name, value in metrics.items()))
+        print(f"\nepoch {epoch + 1}: dev {format_metrics(metrics)}")
+
+
+def format_metrics(metrics: dict) -> str:
+    """`accuracy 84.31, f1 88.90` (GLUE's scale: x 100)."""
+    return ", ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Early stopping on a dev metric that keeps the best epoch's weights: after each epoch (placed after
+    `logger`, the EvalAndLog whose evaluations it reads), the weights are written to `directory` when
+    `metric` improved, and training stops after `patience` epochs without improvement. `restore()` loads the
+    best weights back. Its state is a function of the evaluations and the file, so a resumed run (its
+    evaluations from the checkpoint) continues it exactly.
+    """
+
+    def __init__(self, logger: EvalAndLog, metric: str, patience: int, directory: str):
+        super().__init__()
+        self.logger, self.metric, self.patience, self.directory = logger, metric, patience, directory
+
+    @property
+    def evaluations(self) -> list[dict]:
+        return self.logger.evaluations
+
+    def best(self) -> dict | None:
+        """The first evaluation with the highest `metric` (None before any)."""
+        return max(self.evaluations, key=lambda row: row[self.metric], default=None)
+
+    def done(self) -> bool:
+        """`patience` epochs have passed since the best one."""
+        best = self.best()
+        return best is not None and self.evaluations[-1]["epoch"] - best["epoch"] >= self.patience
+
+    def _checkpoint(self, model):
+        return tf.train.Checkpoint(model=model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.evaluations and self.best() is self.evaluations[-1]:
+            self._checkpoint(self.model).write(os.path.join(self.directory, "best"))
+        if self.done():
+            self.model.stop_training = True
+
+    def restore(self, model) -> dict | None:
+        """Load the best epoch's weights into `model`; its evaluation row (None: nothing was saved)."""
+        best = self.best()
+        if best is not None:
+            self._checkpoint(model).read(os.path.join(self.directory, "best")).expect_partial()
+        return best
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -75,13 +149,14 @@ class RunCheckpoint(keras.callbacks.Callback):
     Saved after every epoch and every `every` optimizer steps (0: epochs only); the last one is kept.
 
     Data order and RNG: the caller replays the data order from the seed and the epochs done; dropout's
-    random state is not in the checkpoint (tf-keras draws it from stateless-per-trace ops), so a model with
-    dropout resumes exactly in everything but dropout's masks.
+    state is saved when the model's layers draw from tf.random.Generator (`checkpointable_dropout` before
+    the model is built, then `generators=random_generators(model)`).
     """
 
-    def __init__(self, directory: str, settings: dict, every: int = 0, history_source=None):
+    def __init__(self, directory: str, settings: dict, every: int = 0, history_source=None, generators=None):
         super().__init__()
         self.directory, self.every, self.history_source = directory, every, history_source
+        self.generators = dict(generators or {})
         self.settings = dict(settings)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.batch = tf.Variable(0, dtype=tf.int64, trainable=False)  # batches of `epoch` done
@@ -93,7 +168,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     def manager(self, model):
         if self._manager is None:
             checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
-                                             batch=self.batch, history=self._history, settings=self._settings)
+                                             batch=self.batch, history=self._history, settings=self._settings,
+                                             rng=self.generators)
             self._manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=1)
         return self._manager
 

@@ -1,5 +1,5 @@
-"""GLUE MRPC: sentence pairs from GLUE-format TSV files (or tfds when the network allows), tokenized once,
-padded per batch.
+"""GLUE data for training: a task's rows from GLUE-format TSV files (MRPC also from tfds when the network
+allows), tokenized once, padded per batch.
 
 Per-batch padding keeps most batches far shorter than 128 tokens; Keras traces its train function with
 reduce_retracing, so new lengths do not each cost a new trace.
@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from tfprune.errors import TfpruneError
-from tfprune.tasks.glue_tasks import TASKS, read_task_tsv
+from tfprune.tasks.glue_tasks import TASKS, Task, load_task, read_task_tsv
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 # Pairs a person can judge, run through every exported MRPC model (paraphrase, or not).
@@ -53,6 +53,12 @@ def load_mrpc(data_dir: str | None = None) -> tuple[dict[str, list], str]:
     return _load_tfds(), "tfds:glue/mrpc"
 
 
+def load_glue(task: Task, data_dir: str | None = None) -> tuple[dict[str, list], str]:
+    """({"train": rows, "dev": rows}, source) of any task of `glue_tasks.TASKS`: rows (sentence1,
+    sentence2 or None, label)."""
+    return load_mrpc(data_dir) if task.name == "mrpc" else load_task(task, data_dir)
+
+
 def _load_tfds() -> dict[str, list]:
     try:
         import tensorflow_datasets as tfds
@@ -66,12 +72,17 @@ def _load_tfds() -> dict[str, list]:
 
 
 class PairBatches:
-    """Tokenized pairs served as padded batches: a Keras `Sequence`-compatible iterable of (features, labels)."""
+    """Tokenized examples (sentence pairs, or single sentences where the second is None) served as padded
+    batches: a Keras `Sequence`-compatible iterable of (features, targets). `targets` are the labels (int
+    classes, or float scores when `regression`) unless replaced, e.g. by labels with a teacher's logits."""
 
-    def __init__(self, tokenizer, rows, batch_size: int, max_length: int = 128, shuffle: bool = False, seed: int = 0):
-        encoded = tokenizer([r[0] for r in rows], [r[1] for r in rows], truncation=True, max_length=max_length)
+    def __init__(self, tokenizer, rows, batch_size: int, max_length: int = 128, shuffle: bool = False, seed: int = 0,
+                 regression: bool = False):
+        second = None if all(r[1] is None for r in rows) else [r[1] for r in rows]
+        encoded = tokenizer([r[0] for r in rows], second, truncation=True, max_length=max_length)
         self.features = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
-        self.labels = np.array([r[2] for r in rows], np.int32)
+        self.labels = np.array([r[2] for r in rows], np.float32 if regression else np.int32)
+        self.targets = self.labels
         self.batch_size, self.shuffle = batch_size, shuffle
         self.rng = np.random.default_rng(seed)
         self.order = np.arange(len(rows))
@@ -90,7 +101,7 @@ class PairBatches:
             for row, i in enumerate(ids):
                 padded[row, :len(values[i])] = values[i]
             batch[key] = padded
-        return batch, self.labels[ids]
+        return batch, self.targets[ids]
 
     def on_epoch_end(self):
         if self.shuffle:

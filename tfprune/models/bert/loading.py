@@ -65,6 +65,33 @@ def load_classifier(name_or_dir: str = DEFAULT_MODEL, num_labels: int = 2, seed:
         return (*_load_local(fallback, num_labels, seed), "sentence-transformers/all-MiniLM-L6-v2 (packaged)")
 
 
+def head_size(folder: str) -> int:
+    """The number of outputs of a saved classifier's head, read from its config.json.
+
+    Raises:
+        TfpruneError: no readable config.json in `folder`.
+    """
+    from transformers import BertConfig
+
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise TfpruneError(f"model directory {folder} has no config.json (not a Hugging Face model folder)")
+    try:
+        return BertConfig.from_pretrained(folder).num_labels
+    except (OSError, ValueError) as error:
+        raise TfpruneError(f"{folder}/config.json is not a readable model configuration ({first_line(error)})") from None
+
+
+# all-MiniLM-L6-v2's architecture: models of this shape (it, or a model fine-tuned from it) share its
+# measured training defaults.
+MINILM_SHAPE = {"num_hidden_layers": 6, "hidden_size": 384, "intermediate_size": 1536, "num_attention_heads": 12,
+                "vocab_size": 30522}
+
+
+def has_minilm_shape(config) -> bool:
+    """A BERT config of all-MiniLM-L6-v2's architecture."""
+    return all(getattr(config, key, None) == value for key, value in MINILM_SHAPE.items())
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False

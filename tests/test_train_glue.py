@@ -1,0 +1,217 @@
+"""train_glue on every task shape (pairs, single sentences, regression), distillation, prune-then-retrain
+with early stopping, and the training defaults by model. Tiny random BERTs on GLUE-format folders made from
+the MRPC fixture's sentences (in each task's own column layout)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfprune.cli import run, train_glue
+from tfprune.tasks.glue import read_mrpc_tsv
+from tfprune.tasks.glue_tasks import TASKS, load_task
+
+
+def _task_row(task, first, second, label, index):
+    fields = [str(index)] * task.min_columns
+    fields[task.sentence1] = first
+    if task.sentence2 is not None:
+        fields[task.sentence2] = second
+    fields[task.label] = f"{label * 4 + (index % 3) * 0.5:.3f}" if task.is_regression else task.labels[label]
+    return "\t".join(fields) + "\n"
+
+
+@pytest.fixture(scope="module")
+def glue_dir(mrpc_dir, tmp_path_factory):
+    """$GLUE_DIR-style folder: the MRPC fixture and, for every other task, its rows in that task's layout."""
+    root = tmp_path_factory.mktemp("glue")
+    os.symlink(mrpc_dir, root / "MRPC")
+    for task in TASKS.values():
+        if task.name == "mrpc":
+            continue
+        (root / task.folder).mkdir()
+        for split in ("train", "dev"):
+            rows = read_mrpc_tsv(os.path.join(mrpc_dir, f"{split}.tsv"))
+            lines = [_task_row(task, a, b, label, i) for i, (a, b, label) in enumerate(rows)]
+            header = "\t".join(f"column{i}" for i in range(task.min_columns)) + "\n" if task.header else ""
+            (root / task.folder / f"{split}.tsv").write_text(header + "".join(lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_regression_bert_dir(tmp_path_factory, mrpc_dir):
+    from tests.conftest import _tiny_bert
+
+    return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert_regression", num_labels=1)
+
+
+def _train(capsys, *args):
+    code = run(train_glue.main, [str(a) for a in args])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    return captured
+
+
+def _quick(model, glue_dir, task, out, *extra):
+    return ["--task", task, "--model", model, "--data-dir", glue_dir / TASKS[task].folder, "--epochs", "1",
+            "--batch-size", "8", "--learning-rate", "1e-3", "--output-dir", out, *extra]
+
+
+def _saved_predictions(folder, rows, regression):
+    from transformers import AutoTokenizer, TFBertForSequenceClassification
+
+    from tfprune.tasks.glue import PairBatches
+    from tfprune.training import predict_logits
+
+    model = TFBertForSequenceClassification.from_pretrained(folder / "model")
+    batches = PairBatches(AutoTokenizer.from_pretrained(folder / "model"), rows, 64, regression=regression)
+    logits = predict_logits(model, batches)
+    return batches.labels, logits[:, 0] if regression else logits.argmax(1)
+
+
+@pytest.mark.parametrize("task", ["rte", "sst2", "cola", "stsb"])
+def test_each_task_trains_and_reports_its_metrics_of_the_saved_model(task, glue_dir, tiny_bert_dir,
+                                                                     tiny_regression_bert_dir, tmp_path, capsys):
+    from tfprune.tasks.metrics import task_metrics
+
+    spec = TASKS[task]
+    model = tiny_regression_bert_dir if spec.is_regression else tiny_bert_dir
+    out = tmp_path / "run"
+    printed = _train(capsys, *_quick(model, glue_dir, task, out, "--final-sparsity", "0.5", "--frequency", "1"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == task and list(results["metrics"]) == list(spec.metrics)
+    dev = load_task(spec, str(glue_dir / spec.folder))[0]["dev"]
+    expected = task_metrics(spec.metrics, *_saved_predictions(out, dev, spec.is_regression))
+    assert results["metrics"] == pytest.approx(expected, abs=1e-6)
+    assert results[f"eval_{spec.metrics[0]}"] == results["metrics"][spec.metrics[0]]
+    assert results["measured_ffn_sparsity"] == pytest.approx(0.5)
+    assert f"{task} dev {spec.metrics[0]}" in printed.out
+
+
+def test_column_pattern_prunes_whole_output_columns_of_all_six_matrices(glue_dir, tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--pattern", "column", "--prune-scope", "all",
+                           "--final-sparsity", "0.5", "--frequency", "1"))
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["pruned_tensors"]) == 12  # 6 matrices x 2 layers
+    from transformers import TFBertForSequenceClassification
+
+    model = TFBertForSequenceClassification.from_pretrained(out / "model")
+    kernels = [w.numpy() for w in model.weights if "/encoder/" in w.name and w.name.endswith("kernel:0")]
+    assert len(kernels) == 12
+    for kernel in kernels:
+        dead = np.all(kernel == 0, axis=0)
+        assert dead.sum() == kernel.shape[1] // 2 and np.count_nonzero(kernel[:, ~dead] == 0) == 0
+
+
+def test_distillation_with_alpha_one_is_plain_training(glue_dir, tiny_bert_dir, tmp_path, capsys):
+    """The hard-label term alone is the usual cross-entropy: the same run, whatever the teacher says."""
+    teacher = tmp_path / "teacher"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", teacher, "--final-sparsity", "0"))
+    plain, distilled = tmp_path / "plain", tmp_path / "distilled"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", plain))
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", distilled, "--teacher", teacher, "--distill-alpha", "1"))
+    a, b = (json.loads((run_dir / "results.json").read_text()) for run_dir in (plain, distilled))
+    assert b["teacher"] == str(teacher / "model") and a["teacher"] is None
+    assert b["metrics"] == pytest.approx(a["metrics"])
+    from transformers import TFBertForSequenceClassification
+
+    weights = [TFBertForSequenceClassification.from_pretrained(d / "model").get_weights() for d in (plain, distilled)]
+    for x, y in zip(*weights):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(x == 0, y == 0)
+
+
+def test_distillation_loss_values():
+    import tensorflow as tf
+
+    from tfprune.distillation import distillation_loss, teacher_targets
+
+    logits = np.array([[1.0, -1.0], [0.5, 2.0]], np.float32)
+    teacher = np.array([[3.0, 0.0], [0.0, 1.0]], np.float32)
+    targets = teacher_targets(np.array([0, 1]), teacher)
+    ce = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits([0, 1], logits)))
+    assert float(distillation_loss(1.0, 2.0)(targets, logits)) == pytest.approx(ce, rel=1e-6)
+    t = 2.0
+    p = np.exp(teacher / t) / np.exp(teacher / t).sum(1, keepdims=True)
+    q = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)
+    kl = t * t * np.mean(np.sum(p * np.log(p / q), axis=1))
+    assert float(distillation_loss(0.0, t)(targets, logits)) == pytest.approx(kl, rel=1e-5)
+    assert float(distillation_loss(0.0, t)(teacher_targets(np.array([0, 1]), logits), logits)) == pytest.approx(0, abs=1e-6)
+    scores = np.array([[1.0], [3.0]], np.float32)
+    regression = distillation_loss(0.25, regression=True)(teacher_targets(np.array([2.0, 2.0]), np.array([0.0, 3.0])),
+                                                          scores)
+    assert float(regression) == pytest.approx(0.25 * 1.0 + 0.75 * 0.5)
+
+
+def test_prune_then_retrain_stops_early_and_keeps_the_best_epoch(glue_dir, tiny_bert_dir, tmp_path, capsys):
+    dense = tmp_path / "dense"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", dense, "--final-sparsity", "0"))
+    out = tmp_path / "retrained"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--init-from", dense, "--final-sparsity", "0.6",
+                           "--epochs", "6", "--patience", "1", "--learning-rate", "3e-2"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "one-shot, then retrain" and results["schedule"]["kind"] == "one_shot"
+    assert results["measured_ffn_sparsity"] == pytest.approx(0.6, abs=1 / 64)
+    f1 = [row["f1"] for row in results["evaluations"]]
+    best = int(np.argmax(f1))  # the first of the best
+    assert results["best_epoch"] == best + 1
+    assert len(f1) == 6 or len(f1) == best + 2  # all epochs, or stopped one epoch after the best
+    assert results["metrics"] == pytest.approx({k: results["evaluations"][best][k] for k in ("f1", "accuracy")})
+    mrpc = TASKS["mrpc"]
+    dev = load_task(mrpc, str(glue_dir / "MRPC"))[0]["dev"]
+    from tfprune.tasks.metrics import task_metrics
+
+    assert task_metrics(mrpc.metrics, *_saved_predictions(out, dev, False)) == pytest.approx(results["metrics"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patience", "2"], "--patience applies to prune-then-retrain"),
+    (["--init-from", "{dense}", "--final-sparsity", "0"], "give a sparsity > 0"),
+    (["--init-from", "{missing}"], "does not exist"),
+    (["--teacher", "{regression}"], "has 1 outputs; mrpc needs 2"),
+    (["--distill-alpha", "1.5"], "--distill-alpha must be in [0, 1]"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0"),
+    (["--export-onnx", "--task", "rte"], "--export-onnx exports MRPC models"),
+])
+def test_bad_glue_flags_are_one_line_before_training(extra, message, glue_dir, tiny_bert_dir, tiny_regression_bert_dir,
+                                                     tmp_path, capsys):
+    places = {"dense": tiny_bert_dir, "missing": str(tmp_path / "nowhere"), "regression": tiny_regression_bert_dir}
+    out = tmp_path / "run"
+    args = _quick(tiny_bert_dir, glue_dir, "mrpc", out) + [e.format(**places) for e in extra]
+    assert run(train_glue.main, [str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_training_defaults_follow_the_model(tiny_bert_dir):
+    from types import SimpleNamespace
+
+    from transformers import BertConfig
+
+    from tfprune.models.bert import has_minilm_shape, packaged_minilm_dir
+
+    minilm = BertConfig(num_hidden_layers=6, hidden_size=384, intermediate_size=1536, num_attention_heads=12)
+    assert has_minilm_shape(minilm) and not has_minilm_shape(BertConfig())
+    if packaged_minilm_dir():
+        assert has_minilm_shape(BertConfig.from_pretrained(packaged_minilm_dir()))
+    for config, expected in ((minilm, train_glue.MINILM_DEFAULTS), (BertConfig(), train_glue.HF_DEFAULTS)):
+        args = SimpleNamespace(epochs=None, learning_rate=None, warmup_ratio=0.05)
+        train_glue.training_defaults(args, SimpleNamespace(config=config))
+        assert (args.epochs, args.learning_rate, args.warmup_ratio) == (expected["epochs"], expected["learning_rate"], 0.05)
+    assert train_glue.HF_DEFAULTS == {"epochs": 3, "learning_rate": 2e-5, "warmup_ratio": 0.0}
+
+
+def test_train_mrpc_is_train_glue_for_mrpc(mrpc_dir, tiny_bert_dir, tmp_path, capsys):
+    from tfprune.cli import train_mrpc
+
+    out = tmp_path / "run"
+    args = ["--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--epochs", "1", "--batch-size", "8", "--output-dir", out]
+    assert run(train_mrpc.main, [str(a) for a in args]) == 0, capsys.readouterr().err[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "mrpc" and set(results["metrics"]) == {"f1", "accuracy"}
+    assert "task" not in {action.dest for action in train_mrpc.build_parser()._actions}
+    with pytest.raises(SystemExit) as exited:
+        train_mrpc.main(["--task", "rte"])
+    assert exited.value.code == 2 and "unrecognized arguments: --task rte" in capsys.readouterr().err
