@@ -70,8 +70,9 @@ def build_parser(task: str | None = None):
     g.add_argument("--schedule-config", help="JSON file with any of the pruning flags above (underscored keys), "
                    "e.g. {\"final_sparsity\": 0.8, \"pattern\": \"block\", \"block_size\": 8}")
     g = p.add_argument_group("prune, then retrain")
-    g.add_argument("--init-from", help="a fine-tuned model (a run's folder or its model/): prune it one-shot to "
-                   "--final-sparsity, then retrain with early stopping (instead of the gradual schedule)")
+    g.add_argument("--init-from", help="a fine-tuned model (a run's folder or its model/), loaded instead of "
+                   "--model: pruned one-shot to --final-sparsity, then retrained with early stopping (instead of "
+                   "the gradual schedule)")
     g.add_argument("--patience", type=int, help="with --init-from: stop after N epochs without a better dev "
                    "metric, keeping the best epoch's weights (default: 2)")
     g = p.add_argument_group("knowledge distillation")
