@@ -57,22 +57,23 @@ def _quick(model, glue_dir, task, out, *extra):
             "--batch-size", "8", "--learning-rate", "1e-3", "--output-dir", out, *extra]
 
 
-def _saved_predictions(folder, rows, regression):
+def _saved_metrics(folder, rows, task):
+    """The task's metrics of the model a run saved, on `rows`."""
     from transformers import AutoTokenizer, TFBertForSequenceClassification
 
     from tfprune.tasks.glue import PairBatches
-    from tfprune.training import predict_logits
+    from tfprune.tasks.metrics import task_metrics
+    from tfprune.training import evaluate
 
     model = TFBertForSequenceClassification.from_pretrained(folder / "model")
-    batches = PairBatches(AutoTokenizer.from_pretrained(folder / "model"), rows, 64, regression=regression)
-    logits = predict_logits(model, batches)
-    return batches.labels, logits[:, 0] if regression else logits.argmax(1)
+    batches = PairBatches(AutoTokenizer.from_pretrained(folder / "model"), rows, 64, regression=task.is_regression)
+    return evaluate(model, batches, lambda labels, predictions: task_metrics(task.metrics, labels, predictions),
+                    task.is_regression)
 
 
 @pytest.mark.parametrize("task", ["rte", "sst2", "cola", "stsb"])
 def test_each_task_trains_and_reports_its_metrics_of_the_saved_model(task, glue_dir, tiny_bert_dir,
                                                                      tiny_regression_bert_dir, tmp_path, capsys):
-    from tfprune.tasks.metrics import task_metrics
 
     spec = TASKS[task]
     model = tiny_regression_bert_dir if spec.is_regression else tiny_bert_dir
@@ -81,8 +82,7 @@ def test_each_task_trains_and_reports_its_metrics_of_the_saved_model(task, glue_
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == task and list(results["metrics"]) == list(spec.metrics)
     dev = load_task(spec, str(glue_dir / spec.folder))[0]["dev"]
-    expected = task_metrics(spec.metrics, *_saved_predictions(out, dev, spec.is_regression))
-    assert results["metrics"] == pytest.approx(expected, abs=1e-6)
+    assert results["metrics"] == pytest.approx(_saved_metrics(out, dev, spec), abs=1e-6)
     assert results[f"eval_{spec.metrics[0]}"] == results["metrics"][spec.metrics[0]]
     assert results["measured_ffn_sparsity"] == pytest.approx(0.5)
     assert f"{task} dev {spec.metrics[0]}" in printed.out
@@ -160,9 +160,7 @@ def test_prune_then_retrain_stops_early_and_keeps_the_best_epoch(glue_dir, tiny_
     assert results["metrics"] == pytest.approx({k: results["evaluations"][best][k] for k in ("f1", "accuracy")})
     mrpc = TASKS["mrpc"]
     dev = load_task(mrpc, str(glue_dir / "MRPC"))[0]["dev"]
-    from tfprune.tasks.metrics import task_metrics
-
-    assert task_metrics(mrpc.metrics, *_saved_predictions(out, dev, False)) == pytest.approx(results["metrics"])
+    assert _saved_metrics(out, dev, mrpc) == pytest.approx(results["metrics"])
 
 
 @pytest.mark.parametrize("extra, message", [

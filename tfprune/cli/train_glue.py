@@ -270,7 +270,15 @@ def _load_teacher(args, task, train_rows):
 def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str) -> None:
     from tfprune.models import bert
     from tfprune.tasks.glue import PairBatches, as_keras_sequence, load_glue
-    from tfprune.training import checkpointable_dropout
+    from tfprune.training import (
+        BestEpoch,
+        EvalAndLog,
+        RunCheckpoint,
+        checkpointable_dropout,
+        evaluate,
+        format_metrics,
+        random_generators,
+    )
 
     data, data_source = load_glue(task, args.data_dir)
     train_rows = data["train"][:args.max_train_samples]
@@ -294,7 +302,6 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     from tfprune.schedules import OneShot, PolynomialDecay, to_dict
     from tfprune.strip import strip_model
     from tfprune.tasks.metrics import task_metrics
-    from tfprune.training import BestEpoch, EvalAndLog, RunCheckpoint, evaluate, format_metrics, random_generators
 
     keras.utils.set_random_seed(args.seed)
     generators = random_generators(model)  # dropout's state, seeded here, saved in the checkpoints

@@ -65,20 +65,26 @@ def load_classifier(name_or_dir: str = DEFAULT_MODEL, num_labels: int = 2, seed:
         return (*_load_local(fallback, num_labels, seed), "sentence-transformers/all-MiniLM-L6-v2 (packaged)")
 
 
-def head_size(folder: str) -> int:
-    """The number of outputs of a saved classifier's head, read from its config.json.
+def read_config(folder: str, **overrides):
+    """The BertConfig of a Hugging Face model folder, `overrides` applied.
 
     Raises:
-        TfpruneError: no readable config.json in `folder`.
+        TfpruneError: no config.json in `folder`, or one transformers cannot read.
     """
     from transformers import BertConfig
 
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
         raise TfpruneError(f"model directory {folder} has no config.json (not a Hugging Face model folder)")
     try:
-        return BertConfig.from_pretrained(folder).num_labels
-    except (OSError, ValueError) as error:
-        raise TfpruneError(f"{folder}/config.json is not a readable model configuration ({first_line(error)})") from None
+        return BertConfig.from_pretrained(folder, **overrides)
+    except (OSError, ValueError) as error:  # transformers reports unreadable JSON as either
+        raise TfpruneError(f"{config_path} is not a readable model configuration ({first_line(error)})") from None
+
+
+def head_size(folder: str) -> int:
+    """The number of outputs of a saved classifier's head, read from its config.json (errors: read_config)."""
+    return read_config(folder).num_labels
 
 
 # all-MiniLM-L6-v2's architecture: models of this shape (it, or a model fine-tuned from it) share its
@@ -105,17 +111,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_local(folder: str, num_labels: int, seed: int):
-    from transformers import AutoTokenizer, BertConfig, TFBertForSequenceClassification
+    from transformers import AutoTokenizer, TFBertForSequenceClassification
 
     from tfprune._keras import keras
 
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path):
-        raise TfpruneError(f"model directory {folder} has no config.json (not a Hugging Face model folder)")
-    try:
-        config = BertConfig.from_pretrained(folder, num_labels=num_labels)
-    except (OSError, ValueError) as error:  # transformers reports unreadable JSON as either
-        raise TfpruneError(f"{config_path} is not a readable model configuration ({first_line(error)})") from None
+    config = read_config(folder, num_labels=num_labels)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as error:
