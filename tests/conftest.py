@@ -56,8 +56,9 @@ def _tiny_bert(tmp_path_factory, mrpc_dir, name, **config):
         handle.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     keras.utils.set_random_seed(0)
-    config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, **{"num_labels": 2, **config})
+    config = BertConfig(**{"vocab_size": len(words) + 5, "hidden_size": 32, "num_hidden_layers": 2,
+                           "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
+                           "num_labels": 2, **config})
     model = TFBertForSequenceClassification(config)
     model(model.dummy_inputs)
     model.save_pretrained(folder)

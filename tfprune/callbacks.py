@@ -20,10 +20,10 @@ from tfprune.structure import CoupledGroup
 class GradualPruningCallback(keras.callbacks.Callback):
     """Prunes on `schedule` during `fit`, and logs sparsity to TensorBoard.
 
-    Scalars, at the optimizer's step: `pruning/target_sparsity`, `pruning/nonzero_pct/<tensor>` for every
-    pruned tensor, `pruning/nonzero_pct/all` over all of them, and `pruning/units_kept_pct/<group>` for every
-    coupled group. They are written at every mask update and every `log_every` steps (0: only at updates),
-    plus at the end of each epoch.
+    Scalars under `tag` ("pruning" unless given), at the optimizer's step: `pruning/target_sparsity`,
+    `pruning/nonzero_pct/<tensor>` for every pruned tensor, `pruning/nonzero_pct/all` over all of them, and
+    `pruning/units_kept_pct/<group>` for every coupled group. They are written at every mask update and every
+    `log_every` steps (0: only at updates), plus at the end of each epoch.
 
     Args:
         schedule: step -> target sparsity.
@@ -34,12 +34,15 @@ class GradualPruningCallback(keras.callbacks.Callback):
             when `groups` are given.
         writer: a tf.summary writer shared with other callbacks.
         groups: coupled groups (whole units over several tensors), see `tfprune.structure`.
+        tag: the scalars' prefix; two callbacks on one writer (FFN neurons and attention heads, each on its
+            own schedule) need two.
     """
 
     def __init__(self, schedule: Schedule, log_dir: str | None = None, global_ranking: bool = False,
                  log_every: int = 0, layers: list[PrunableLayer] | None = None, writer=None,
-                 groups: list[CoupledGroup] | None = None):
+                 groups: list[CoupledGroup] | None = None, tag: str = "pruning"):
         super().__init__()
+        self.tag = tag
         self._supports_tf_logs = True  # otherwise Keras copies the logs to numpy at every batch (a sync)
         self.schedule, self.log_dir, self.global_ranking = schedule, log_dir, global_ranking
         self.log_every, self._layers, self.groups = log_every, layers, list(groups or [])
@@ -107,9 +110,9 @@ class GradualPruningCallback(keras.callbacks.Callback):
         if self._writer is None:
             return
         with self._writer.as_default(step=step):
-            tf.summary.scalar("pruning/target_sparsity", target)
-            tf.summary.scalar("pruning/nonzero_pct/all", overall)
+            tf.summary.scalar(f"{self.tag}/target_sparsity", target)
+            tf.summary.scalar(f"{self.tag}/nonzero_pct/all", overall)
             for label, value in per_tensor.items():
-                tf.summary.scalar(f"pruning/nonzero_pct/{label}", value)
+                tf.summary.scalar(f"{self.tag}/nonzero_pct/{label}", value)
             for name, value in units.items():
-                tf.summary.scalar(f"pruning/units_kept_pct/{name}", value)
+                tf.summary.scalar(f"{self.tag}/units_kept_pct/{name}", value)

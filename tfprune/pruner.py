@@ -109,8 +109,11 @@ class PruningStep:
         self._padded_length = 256
 
     def start(self) -> None:
-        """weight *= mask for every wrapper: the forward pass reads the weights as they are."""
+        """weight *= mask for every wrapper: the forward pass reads the weights as they are. Groups read their
+        kept units back from the weights (a resumed run's report must match the uninterrupted run's)."""
         reapply_masks(self.logged)
+        for group in self.groups:
+            group.kept = group.kept_in_weights()
         self.started = True
 
     def update(self, step: int) -> bool:

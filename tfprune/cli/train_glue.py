@@ -54,8 +54,8 @@ def build_parser(task: str | None = None):
     g.add_argument("--warmup-ratio", type=float, help="share of the steps with a linear warm-up")
     g.add_argument("--seed", type=int, default=42)
     g = p.add_argument_group("pruning (Zhu & Gupta schedule)")
-    g.add_argument("--final-sparsity", type=cli.sparsity_arg, default=0.7, help="0 trains the dense baseline, "
-                   "without wrappers (default: %(default)s)")
+    g.add_argument("--final-sparsity", type=cli.sparsity_arg, help="share of each pruned matrix's weights set to "
+                   "zero (default: 0.7; 0 trains the dense baseline, without wrappers)")
     g.add_argument("--initial-sparsity", type=cli.sparsity_arg, default=0.0)
     g.add_argument("--begin-step", type=int, default=0)
     g.add_argument("--end-step", type=int, help="default: two thirds of the training steps")
@@ -69,6 +69,19 @@ def build_parser(task: str | None = None):
     g.add_argument("--global-ranking", action="store_true", help="one ranking across all pruned tensors")
     g.add_argument("--schedule-config", help="JSON file with any of the pruning flags above (underscored keys), "
                    "e.g. {\"final_sparsity\": 0.8, \"pattern\": \"block\", \"block_size\": 8}")
+    g = p.add_argument_group(
+        "structured pruning", "Whole FFN neurons (column j of the up-projection, its bias, row j of the "
+        "down-projection) and attention heads (their query, key and value columns and biases, their rows of the "
+        "attention output), on the same schedule as above (or one-shot with --init-from), in place of "
+        "--final-sparsity; --global-ranking ranks them across layers. With --compact the model without them is "
+        "saved as well.")
+    g.add_argument("--prune-neurons", type=cli.sparsity_arg, help="fraction of each layer's FFN neurons to remove")
+    g.add_argument("--prune-heads", type=cli.sparsity_arg, help="fraction of each layer's attention heads to remove "
+                   "(each layer keeps at least one)")
+    g.add_argument("--compact", action="store_true", help="also save the compacted model (compact_model/: a plain "
+                   "Hugging Face checkpoint when every layer keeps the same width and all heads, else tfprune's "
+                   "compact BERT, loaded by tfprune.models.bert.load_classifier), its logits checked against the "
+                   "masked model's on the dev set")
     g = p.add_argument_group("prune, then retrain")
     g.add_argument("--init-from", help="a fine-tuned model (a run's folder or its model/), loaded instead of "
                    "--model: pruned one-shot to --final-sparsity, then retrained with early stopping (instead of "
@@ -97,7 +110,7 @@ def build_parser(task: str | None = None):
 
 
 SCHEDULE_KEYS = {"final_sparsity", "initial_sparsity", "begin_step", "end_step", "frequency", "exponent", "pattern",
-                 "block_size", "nm", "prune_scope", "global_ranking"}
+                 "block_size", "nm", "prune_scope", "global_ranking", "prune_neurons", "prune_heads"}
 
 
 def apply_schedule_config(args, parser) -> None:
@@ -138,7 +151,7 @@ def apply_schedule_config(args, parser) -> None:
 
 
 # Flags that change what a run computes: a checkpoint resumes only under the same values.
-RESUME_INDEPENDENT = {"output_dir", "run_name", "resume", "checkpoint_every", "export_onnx", "summary"}
+RESUME_INDEPENDENT = {"output_dir", "run_name", "resume", "checkpoint_every", "export_onnx", "summary", "compact"}
 
 
 def run_settings(args) -> dict:
@@ -171,8 +184,22 @@ def check_ranges(args) -> None:
         raise cli.UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
     if args.patience is not None and not args.init_from:
         raise cli.UsageError("--patience applies to prune-then-retrain: give --init-from")
-    if args.init_from and args.final_sparsity == 0:
-        raise cli.UsageError("--init-from prunes one-shot to --final-sparsity: give a sparsity > 0")
+    if structured(args) and args.final_sparsity:
+        raise cli.UsageError(f"--final-sparsity {args.final_sparsity:g} prunes single weights; --prune-neurons and "
+                             "--prune-heads prune whole neurons and heads instead: give one or the other")
+    if args.compact and not structured(args):
+        raise cli.UsageError("--compact removes the neurons and heads pruned by --prune-neurons/--prune-heads: "
+                             "give one of them")
+    if args.final_sparsity is None:
+        args.final_sparsity = 0.0 if structured(args) else 0.7
+    if args.init_from and args.final_sparsity == 0 and not structured(args):
+        raise cli.UsageError("--init-from prunes one-shot to --final-sparsity (or --prune-neurons/--prune-heads): "
+                             "give a sparsity > 0")
+
+
+def structured(args) -> bool:
+    """Whole neurons or heads are pruned (instead of single weights)."""
+    return bool(args.prune_neurons or args.prune_heads)
 
 
 def pattern_from_args(args):
@@ -220,7 +247,7 @@ def main(argv=None, task: str | None = None):
         args.init_from = fine_tuned_folder(args.init_from, "--init-from", task)
     if args.teacher:
         args.teacher = fine_tuned_folder(args.teacher, "--teacher", task)
-    dense_run = args.final_sparsity == 0 and args.initial_sparsity == 0
+    dense_run = args.final_sparsity == 0 and args.initial_sparsity == 0 and not structured(args)
     run_name = args.run_name or default_run_name(args, pattern, dense_run)
     output_dir = args.output_dir or os.path.join("logs", task.name, run_name)
     if args.summary:
@@ -232,6 +259,9 @@ def main(argv=None, task: str | None = None):
 
 def default_run_name(args, pattern, dense_run: bool) -> str:
     name = "dense" if dense_run else f"{pattern.name}-{args.final_sparsity:g}"
+    if structured(args):
+        name = "-".join(f"{kind}-{fraction:g}" for kind, fraction in (("neurons", args.prune_neurons),
+                                                                      ("heads", args.prune_heads)) if fraction)
     if args.init_from:
         name = f"oneshot-{name}"
     return f"{name}-kd" if args.teacher else name
@@ -301,6 +331,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     from tfprune.report import format_report, sparsity_report, zero_fraction
     from tfprune.schedules import OneShot, PolynomialDecay, to_dict
     from tfprune.strip import strip_model
+    from tfprune.structure import group_report
     from tfprune.tasks.metrics import task_metrics
 
     keras.utils.set_random_seed(args.seed)
@@ -313,14 +344,19 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         train.targets = teacher_targets(train.labels, teacher_logits)
     total_steps = len(train) * args.epochs
     end_step = args.end_step if args.end_step is not None else max(args.begin_step + 1, (2 * total_steps) // 3)
-    if dense_run:
-        schedule = None
-    elif args.init_from:
-        schedule = OneShot(args.final_sparsity, step=0)
-    else:
-        schedule = PolynomialDecay(args.initial_sparsity, args.final_sparsity, args.begin_step, end_step,
-                                   args.frequency, args.exponent)
-    wrappers = [] if dense_run else bert.inject(model, args.prune_scope, pattern)
+
+    def schedule_to(initial: float, final: float):
+        if args.init_from:
+            return OneShot(final, step=0)
+        return PolynomialDecay(initial, final, args.begin_step, end_step, args.frequency, args.exponent)
+
+    schedule = None if dense_run or structured(args) else schedule_to(args.initial_sparsity, args.final_sparsity)
+    wrappers = [] if dense_run or structured(args) else bert.inject(model, args.prune_scope, pattern)
+    # structured: {kind: (fraction, coupled groups)}, each kind on its own schedule
+    unit_groups = {kind: (fraction, make(model)) for kind, fraction, make in (
+        ("neurons", args.prune_neurons, bert.ffn_neuron_groups), ("heads", args.prune_heads, bert.attention_head_groups))
+        if fraction}
+    wrappers += [w for _, groups in unit_groups.values() for w in dict.fromkeys(w for g in groups for w in g.wrappers)]
 
     optimizer, _ = create_optimizer(args.learning_rate, total_steps, int(args.warmup_ratio * total_steps),
                                     weight_decay_rate=args.weight_decay)
@@ -337,9 +373,14 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     if schedule:
         pruning = GradualPruningCallback(schedule, global_ranking=args.global_ranking, log_every=args.log_every,
                                          layers=wrappers, writer=writer)
+    unit_pruning = {kind: GradualPruningCallback(schedule_to(0.0, fraction), global_ranking=args.global_ranking,
+                                                 log_every=args.log_every, groups=groups, writer=writer,
+                                                 tag=f"pruning/{kind}")
+                    for kind, (fraction, groups) in unit_groups.items()}
     checkpoints = RunCheckpoint(os.path.join(output_dir, "checkpoints"), run_settings(args), args.checkpoint_every,
                                 lambda: {"evaluations": logger.evaluations,
-                                         "nonzero_history": pruning.history if pruning else []},
+                                         "nonzero_history": pruning.history if pruning else [],
+                                         "unit_history": {kind: c.history for kind, c in unit_pruning.items()}},
                                 generators)
     best = BestEpoch(logger, task.metrics[0], args.patience, checkpoints.directory) if args.init_from else None
     initial_epoch = done_in_epoch = 0
@@ -348,21 +389,26 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         logger.evaluations = history.get("evaluations", [])
         if pruning is not None:
             pruning.history = history.get("nonzero_history", [])
+        for kind, callback in unit_pruning.items():
+            callback.history = history.get("unit_history", {}).get(kind, [])
     else:
         checkpoints.clear()
     for _ in range(initial_epoch):  # the data order the finished epochs left (Keras starts a fresh Sequence)
         train.on_epoch_end()
     mode = "dense" if dense_run else "one-shot, then retrain" if args.init_from else "gradual"
+    what = (" and ".join(f"{fraction:.0%} of each layer's {'FFN neurons' if kind == 'neurons' else 'heads'}"
+                         for kind, (fraction, _) in unit_groups.items()) if unit_groups
+            else f"{len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to {args.final_sparsity:.0%}")
     print(f"task: {task.name}; model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} "
           f"dev examples); {total_steps} steps; training defaults: {defaults_used}; " +
-          (f"pruning {len(wrappers)} tensors ({args.prune_scope}, {pattern.name}, {mode}) to "
-           f"{args.final_sparsity:.0%}" + ("" if args.init_from else f" by step {end_step}") if wrappers else "dense") +
+          (f"pruning {what} ({mode}" + (")" if args.init_from else f", by step {end_step})") if wrappers else "dense") +
           (f"; distilling from {args.teacher}" if args.teacher else ""))
 
     clock = cli.Stopwatch()
     with cli.atomic_output_dir(output_dir) as out:
         # the checkpoint sees both logs; early stopping reads the evaluation the logger has just made
-        callbacks = ([pruning] if pruning else []) + [logger] + ([best] if best else []) + [checkpoints]
+        callbacks = ([pruning] if pruning else []) + list(unit_pruning.values()) + [logger] + ([best] if best else [])
+        callbacks.append(checkpoints)
         fit_clock = cli.Stopwatch()
         finished = best is not None and best.done()  # killed after the stopping epoch's checkpoint
         if done_in_epoch and initial_epoch < args.epochs and not finished:  # killed mid-epoch: its remaining batches
@@ -379,6 +425,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         final = evaluate(model, dev, metrics, regression)
         pruned = sparsity_report(model, only_pruned=True) if wrappers else None
         strip_model(model)
+        compacted = _compact(model, tokenizer, dev, os.path.join(out, "compact_model")) if args.compact else None
         ffn_sparsity = zero_fraction(bert.ffn_kernels(model))
         encoder_sparsity = zero_fraction([w for w in model.weights if "/encoder/" in w.name and len(w.shape) == 2])
         model_dir = os.path.join(out, "model")
@@ -396,13 +443,21 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             "measured_ffn_sparsity": ffn_sparsity, "measured_encoder_sparsity": encoder_sparsity,
             "measured_pruned_sparsity": 1 - pruned["total"]["nonzero_pct"] / 100 if pruned else 0.0,
             "evaluations": logger.evaluations, "best_epoch": best_epoch["epoch"] if best_epoch else None,
-            "train_seconds": train_seconds, "pruning_callback_seconds": pruning.seconds if pruning else 0.0,
+            "train_seconds": train_seconds,
+            "pruning_callback_seconds": sum(c.seconds for c in [pruning, *unit_pruning.values()] if c),
             "steps": int(model.optimizer.iterations.numpy()), "train_examples": len(train_rows),
             "eval_examples": len(dev_rows), "seed": args.seed, "arguments": vars(args),
             "pruned_tensors": pruned["tensors"] if pruned else [],
         }
         if pruning is not None:
             results["nonzero_history"] = pruning.history
+        if unit_groups:
+            results["structured"] = {kind: {"fraction": fraction, "schedule": to_dict(unit_pruning[kind].schedule),
+                                            "groups": group_report(groups), "history": unit_pruning[kind].history}
+                                     for kind, (fraction, groups) in unit_groups.items()}
+        if compacted:
+            results["compact_model_dir"] = os.path.join(output_dir, "compact_model")
+            results["compact"] = compacted
         if args.export_onnx:
             from tfprune.export.bert_report import export_and_report
             from tfprune.export.bert_report import format_report as format_onnx_report
@@ -416,9 +471,24 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     writer.close()
     if pruned:
         print("\n" + format_report(pruned))
+    if compacted:
+        print(f"compacted: {compacted['parameters']:,} parameters of {compacted['parameters_before']:,} "
+              f"({compacted['format']} checkpoint); max |logit difference| to the masked model "
+              f"{compacted['parity']['max_abs_logit_diff']:.1e} over {compacted['parity']['examples']} dev examples")
     chosen = f" (epoch {best_epoch['epoch']}, the best)" if best_epoch else ""
     print(f"\n{task.name} dev {format_metrics(final)}{chosen}; FFN sparsity {100 * ffn_sparsity:.2f} %; encoder "
           f"sparsity {100 * encoder_sparsity:.2f} %; train {train_seconds:.0f} s; outputs in {output_dir}")
+
+
+def _compact(model, tokenizer, dev, folder: str) -> dict:
+    """The compacted model saved in `folder`, checked against `model` on the dev set (a difference is a bug
+    and raises), and what it is: per-layer sizes, parameters, parity, checkpoint format."""
+    from tfprune.models.bert import compact
+
+    small, sizes = compact.compact(model)
+    parity = compact.check_same_logits(model, small, dev)
+    return {"format": compact.save(small, tokenizer, folder), "layer_sizes": sizes, "parity": parity,
+            "parameters": compact.parameter_count(small), "parameters_before": compact.parameter_count(model)}
 
 
 def console() -> int:

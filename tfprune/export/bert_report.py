@@ -47,15 +47,16 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_
         ParityError: an export that does not match TensorFlow (a bug, not a user error).
     """
     import tensorflow as tf
-    from transformers import AutoTokenizer, TFBertForSequenceClassification
+    from transformers import AutoTokenizer
 
+    from tfprune.models.bert.compact import load_pretrained
     from tfprune.training import logits_function
 
     if not demo_pairs:
         raise TfpruneError("demo_pairs must hold at least one pair")
 
     if model is None:
-        model = TFBertForSequenceClassification.from_pretrained(model_dir)
+        model = load_pretrained(model_dir)  # compacted models with per-layer sizes too
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, f"model{suffix}.onnx")
@@ -76,7 +77,7 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_
     sessions = {"fp32": session(paths["fp32"], threads)}
     ort_parity = _batched(ort_run("fp32"), tokenizer, parity_pairs)
     max_diff = checked_parity(tf_parity, ort_parity, paths["fp32"])
-    fusion = _fuse(model.config, paths, sessions, threads,
+    fusion = _fuse(model, paths, sessions, threads,
                    lambda: checked_parity(tf_parity, _batched(ort_run("fp32_fused"), tokenizer, parity_pairs),
                                           paths["fp32_fused"]))
     quantize_int8(paths.get("fp32_fused", paths["fp32"]), paths["int8"])
@@ -111,14 +112,18 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_
     return report
 
 
-def _fuse(config, paths: dict, sessions: dict, threads: int, parity) -> dict:
+def _fuse(model, paths: dict, sessions: dict, threads: int, parity) -> dict:
     """ORT's BERT fusions on a copy of the export (`fusion`), kept only if it loads and holds parity
     (`parity` raises otherwise). If not, the fused model leaves `paths` and `sessions`, so INT8 is made
-    from the plain export, and the report says why."""
+    from the plain export, and the report says why. A compacted model's layers give the head count (0, left
+    to ORT to read off the graph, where they differ)."""
     from tfprune.export.fusion import optimize_bert
+    from tfprune.models.bert import encoder_layers
 
+    heads = {layer.attention.self_attention.num_attention_heads for layer in encoder_layers(model)}
     try:
-        fusion = optimize_bert(paths["fp32"], paths["fp32_fused"], config.num_attention_heads, config.hidden_size)
+        fusion = optimize_bert(paths["fp32"], paths["fp32_fused"], heads.pop() if len(heads) == 1 else 0,
+                               model.config.hidden_size)
         sessions["fp32_fused"] = session(paths["fp32_fused"], threads)
         fusion["max_abs_logit_diff"] = parity()
         fusion["used"] = True

@@ -1,0 +1,125 @@
+"""Latency of BERT classifiers in ONNX Runtime, timed interleaved: dense against pruned and compacted models,
+fp32 and INT8, at batch 1 and 32, at length 128 (128 real tokens, no padding) and on the dev set's real
+lengths (batch 1: each of the first --dev-examples pairs at its own length; batch 32: the whole dev set in
+batches padded to their longest pair).
+
+Every model is exported first (tfprune.export's pipeline: parity with TensorFlow, zeros, ORT fusions where
+they hold parity, INT8); then all files are timed in one bare ONNX Runtime process, in turn within every
+iteration (`tfprune.export.interleaved`). Speed-ups are medians of per-iteration ratios against the first
+model's fp32 file (fused when fusion held parity).
+
+    python benchmarks/bert_latency.py --model dense=logs/mrpc/dense \\
+        --model neurons-0.5=logs/mrpc/neurons-0.5/compact_model --output-dir logs/latency
+"""
+import argparse
+import os
+import sys
+
+# isort: off
+from tfprune import cli  # first: it quiets TensorFlow's start-up
+import numpy as np
+# isort: on
+
+
+def named_path(text: str):
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
+def length_128_inputs(tokenizer, batch: int, rng) -> dict:
+    """`batch` sequences of 128 real tokens: [CLS], random word pieces, [SEP] in the middle and at the end."""
+    vocab = tokenizer.vocab_size
+    ids = rng.integers(min(1000, vocab // 2), vocab, (batch, 128)).astype(np.int32)
+    ids[:, 0], ids[:, 63], ids[:, 127] = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.sep_token_id
+    types = np.zeros_like(ids)
+    types[:, 64:] = 1
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=named_path, action="append", required=True, metavar="NAME=PATH",
+                        help="a model folder or a training run's folder (its model/); the first is the baseline")
+    parser.add_argument("--data-dir", help="GLUE MRPC folder (default: $GLUE_DIR/MRPC, data/glue/MRPC)")
+    parser.add_argument("--output-dir", default=os.path.join("logs", "latency"))
+    parser.add_argument("--iterations", type=int, default=40, help="timed rounds at length 128 (batch 1; batch 32 "
+                        "gets a quarter, the dev sets an eighth) (default: %(default)s)")
+    parser.add_argument("--dev-examples", type=int, default=64, help="dev pairs timed one by one per round")
+    args = parser.parse_args(argv)
+    cli.require_positive(args, "iterations", "dev_examples")
+    names = [name for name, _ in args.model]
+    if len(set(names)) != len(names):
+        raise cli.UsageError(f"--model names must differ, got {names}")
+    from tfprune.cli.export import resolve_model_dir
+
+    model_dirs = {name: resolve_model_dir(path) for name, path in args.model}
+    from tfprune.export.bert_report import export_and_report
+    from tfprune.export.interleaved import ort_interleaved
+    from tfprune.export.runtime import FLUSH_DENORMALS
+    from tfprune.report import markdown_table, write_json
+    from tfprune.tasks.glue import MRPC_DEMO_PAIRS, load_mrpc
+
+    dev_rows = load_mrpc(args.data_dir)[0]["dev"]
+    threads = os.cpu_count()
+    with cli.claim_output_dir(args.output_dir), cli.atomic_output_dir(args.output_dir) as out:
+        reports, files = {}, {}
+        for name, model_dir in model_dirs.items():
+            print(f"exporting {name} ({model_dir})", file=sys.stderr)
+            report = export_and_report(model_dir, os.path.join(out, name), dev_rows, MRPC_DEMO_PAIRS, speed=False)
+            reports[name] = report
+            fp32 = "fp32_fused" if report["fusion"]["used"] else "fp32"
+            files[f"{name} fp32"] = os.path.join(out, name, "model.fused.onnx" if report["fusion"]["used"] else "model.onnx")
+            files[f"{name} int8"] = os.path.join(out, name, "model.int8.onnx")
+            report["timed_fp32_file"] = fp32
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dirs[names[0]])
+        rng = np.random.default_rng(0)
+        arrays, sets = {}, {}
+        for batch in (1, 32):
+            for key, value in length_128_inputs(tokenizer, batch, rng).items():
+                arrays[f"len128_b{batch}/{key}"] = value
+            sets[f"batch{batch}_len128"] = [f"len128_b{batch}"]
+        pairs = [(a, b) for a, b, _ in dev_rows]
+        for batch, chosen in ((1, pairs[:args.dev_examples]), (32, pairs)):
+            prefixes = []
+            for start in range(0, len(chosen), batch):
+                encoded = tokenizer([a for a, _ in chosen[start:start + batch]], [b for _, b in chosen[start:start + batch]],
+                                    truncation=True, max_length=128, padding=True, return_tensors="np")
+                prefix = f"dev_b{batch}_{start}"
+                for key in ("input_ids", "attention_mask", "token_type_ids"):
+                    arrays[f"{prefix}/{key}"] = encoded[key].astype(np.int32)
+                prefixes.append(prefix)
+            sets[f"batch{batch}_dev"] = prefixes
+        inputs_path = os.path.join(out, "timing_inputs.npz")
+        np.savez(inputs_path, **arrays)
+        iterations = {"batch1_len128": args.iterations, "batch32_len128": max(5, args.iterations // 4),
+                      "batch1_dev": max(5, args.iterations // 8), "batch32_dev": max(5, args.iterations // 8)}
+        baseline = f"{names[0]} fp32"
+        print(f"timing {len(files)} files interleaved, {threads} threads", file=sys.stderr)
+        timings = ort_interleaved(files, inputs_path, sets, iterations, threads, baseline, [FLUSH_DENORMALS],
+                                  os.path.join(out, "timing_spec.json"))
+        os.remove(inputs_path)
+        os.remove(os.path.join(out, "timing_spec.json"))
+        rows = []
+        for candidate, path in files.items():
+            name, engine = candidate.rsplit(" ", 1)
+            report = reports[name]
+            dev = report["dev"].get("int8" if engine == "int8" else report["timed_fp32_file"])
+            rows.append([name, engine, f"{100 * dev['f1']:.2f}", f"{os.path.getsize(path) / 1e6:.1f}"] +
+                        [f"{timings[s][candidate]['p50_ms']:.1f} ({timings[s][candidate]['speedup']:.2f}x)"
+                         for s in sets])
+        table = markdown_table(["model", "engine", "dev F1 %>", "file MB>"] + [f"{s} ms (speed-up)>" for s in sets], rows)
+        results = {"baseline": baseline, "threads": threads, "iterations": iterations, "files": files,
+                   "timings": timings, "exports": reports,
+                   "sets": {s: len(p) for s, p in sets.items()}}
+        write_json(os.path.join(out, "latency.json"), results)
+    print(table)
+    print(f"\nspeed-ups: median of per-round ratios against {baseline}; {threads} threads; results in "
+          f"{args.output_dir}/latency.json")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
