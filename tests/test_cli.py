@@ -205,3 +205,22 @@ def test_only_user_errors_become_one_line(capsys):
     assert run_cli(missing_file) == 2 and "/nonexistent/file.tsv" in capsys.readouterr().err
     with pytest.raises(ValueError, match="matmul"):
         run_cli(bug)
+
+
+def test_a_failed_run_removes_what_it_made_but_not_another_runs_folder(tmp_path):
+    """Run A creates logs/ and fails while run B, started later, writes into logs/mrpc/b: B's folder and
+    lock stay; a run that fails alone leaves nothing behind."""
+    from tfprune.cli import claim_output_dir
+
+    first = claim_output_dir(str(tmp_path / "logs" / "mrpc" / "a"))
+    first.__enter__()
+    second = claim_output_dir(str(tmp_path / "logs" / "mrpc" / "b"))
+    os.makedirs(second.__enter__())
+    assert first.__exit__(RuntimeError, RuntimeError("a bug"), None) is False  # the bug goes on up
+    assert (tmp_path / "logs" / "mrpc" / "b").is_dir() and (tmp_path / "logs" / "mrpc" / ".b.lock").exists()
+    assert not (tmp_path / "logs" / "mrpc" / "a").exists()
+    second.__exit__(None, None, None)
+    with pytest.raises(RuntimeError), claim_output_dir(str(tmp_path / "new" / "deep" / "run")) as folder:
+        os.makedirs(folder)
+        raise RuntimeError("a bug")
+    assert not (tmp_path / "new").exists()

@@ -107,17 +107,27 @@ def claim_output_dir(final_dir: str):
     for name in os.listdir(parent):  # what a killed run into this directory left staged
         if name.startswith(_staging_prefix(final_dir)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    failed = False
     try:
         yield final_dir
     except KeyboardInterrupt:
         raise
     except BaseException:
+        failed = True
         if created:
-            shutil.rmtree(created, ignore_errors=True)
+            shutil.rmtree(final_dir, ignore_errors=True)
         raise
     finally:
         os.remove(lock_path)
         lock.close()
+        if failed and created:  # the parents it made, unless another run has put something there since
+            path = os.path.dirname(final_dir)
+            try:
+                while len(path) >= len(created) and not os.listdir(path):
+                    os.rmdir(path)
+                    path = os.path.dirname(path)
+            except OSError:  # gone, or being written into, meanwhile
+                pass
 
 
 def _staging_prefix(final_dir: str) -> str:
