@@ -55,7 +55,7 @@ def main(argv=None):
     from tfprune.cli.export import resolve_model_dir
 
     model_dirs = {name: resolve_model_dir(path) for name, path in args.model}
-    from tfprune.export.bert_report import export_and_report
+    from tfprune.export.bert_report import encode_pairs, export_and_report
     from tfprune.export.interleaved import ort_interleaved
     from tfprune.export.runtime import FLUSH_DENORMALS
     from tfprune.report import markdown_table, write_json
@@ -69,10 +69,9 @@ def main(argv=None):
             print(f"exporting {name} ({model_dir})", file=sys.stderr)
             report = export_and_report(model_dir, os.path.join(out, name), dev_rows, MRPC_DEMO_PAIRS, speed=False)
             reports[name] = report
-            fp32 = "fp32_fused" if report["fusion"]["used"] else "fp32"
+            report["timed_fp32_file"] = "fp32_fused" if report["fusion"]["used"] else "fp32"
             files[f"{name} fp32"] = os.path.join(out, name, "model.fused.onnx" if report["fusion"]["used"] else "model.onnx")
             files[f"{name} int8"] = os.path.join(out, name, "model.int8.onnx")
-            report["timed_fp32_file"] = fp32
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dirs[names[0]])
@@ -86,11 +85,9 @@ def main(argv=None):
         for batch, chosen in ((1, pairs[:args.dev_examples]), (32, pairs)):
             prefixes = []
             for start in range(0, len(chosen), batch):
-                encoded = tokenizer([a for a, _ in chosen[start:start + batch]], [b for _, b in chosen[start:start + batch]],
-                                    truncation=True, max_length=128, padding=True, return_tensors="np")
                 prefix = f"dev_b{batch}_{start}"
-                for key in ("input_ids", "attention_mask", "token_type_ids"):
-                    arrays[f"{prefix}/{key}"] = encoded[key].astype(np.int32)
+                for key, value in encode_pairs(tokenizer, chosen[start:start + batch]).items():
+                    arrays[f"{prefix}/{key}"] = value
                 prefixes.append(prefix)
             sets[f"batch{batch}_dev"] = prefixes
         inputs_path = os.path.join(out, "timing_inputs.npz")

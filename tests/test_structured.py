@@ -68,7 +68,7 @@ def test_non_uniform_compaction_is_exact_and_reloads(four_head_bert_dir, rng, tm
                      {"intermediate_size": 64, "num_attention_heads": 4}]
     np.testing.assert_allclose(_logits(small, features), _logits(model, features), atol=1e-6, rtol=0)
     hidden, removed_neurons, removed_heads = 32, 10 + 20, 3 + 1
-    assert compact.parameter_count(model) - compact.parameter_count(small) == (
+    assert model.count_params() - small.count_params() == (
         removed_neurons * (2 * hidden + 1) + removed_heads * 8 * (4 * hidden + 3))
     assert compact.save(small, tokenizer, str(tmp_path / "compact")) == "tfprune"
     config = json.loads((tmp_path / "compact" / "config.json").read_text())
@@ -160,7 +160,7 @@ def test_train_glue_prunes_neurons_and_heads_and_saves_the_compact_model(four_he
         value = layer.attention.self_attention.value.kernel.numpy().reshape(32, 4, 8)
         assert (~np.any(value != 0, axis=(0, 2))).sum() == 2
     small, _, _ = load_classifier(str(out / "compact_model"))
-    assert compact.parameter_count(small) == results["compact"]["parameters"] < results["compact"]["parameters_before"]
+    assert small.count_params() == results["compact"]["parameters"] < results["compact"]["parameters_before"]
     dev = PairBatches(tokenizer, read_mrpc_tsv(os.path.join(mrpc_dir, "dev.tsv")), 64)
     assert evaluate(small, dev, accuracy_and_f1) == results["metrics"]
 

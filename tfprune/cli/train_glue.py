@@ -488,7 +488,7 @@ def _compact(model, tokenizer, dev, folder: str) -> dict:
     small, sizes = compact.compact(model)
     parity = compact.check_same_logits(model, small, dev)
     return {"format": compact.save(small, tokenizer, folder), "layer_sizes": sizes, "parity": parity,
-            "parameters": compact.parameter_count(small), "parameters_before": compact.parameter_count(model)}
+            "parameters": small.count_params(), "parameters_before": model.count_params()}
 
 
 def console() -> int:

@@ -21,14 +21,15 @@ from tfprune.report import markdown_table, write_json
 from tfprune.tasks.metrics import accuracy_and_f1
 
 
-def _encode(tokenizer, pairs, max_length: int = 128, pad_to: int | None = None) -> dict:
+def encode_pairs(tokenizer, pairs, max_length: int = 128, pad_to: int | None = None) -> dict:
+    """The int32 ONNX inputs of sentence pairs: padded to the longest pair, or to `pad_to`."""
     encoded = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True, max_length=pad_to or max_length,
                         padding="max_length" if pad_to else True, return_tensors="np")
     return {name: encoded[name].astype(np.int32) for name in INPUT_NAMES}
 
 
 def _batched(run, tokenizer, pairs, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([run(_encode(tokenizer, pairs[i:i + batch_size])) for i in range(0, len(pairs), batch_size)])
+    return np.concatenate([run(encode_pairs(tokenizer, pairs[i:i + batch_size])) for i in range(0, len(pairs), batch_size)])
 
 
 def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_pairs: list[tuple[str, str]],
@@ -145,8 +146,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _speed(tf_run, paths: dict, tokenizer, runs: int, threads: int, out_dir: str, pairs: list) -> dict:
     """Latency at batch 1 and throughput at batch 32, both padded to 128 tokens, same inputs and thread
     count for every engine; TF in this process (graph mode), each ORT model in its own process."""
-    one = _encode(tokenizer, pairs[:1], pad_to=128)
-    many = _encode(tokenizer, (pairs * 32)[:32], pad_to=128)
+    one = encode_pairs(tokenizer, pairs[:1], pad_to=128)
+    many = encode_pairs(tokenizer, (pairs * 32)[:32], pad_to=128)
     feeds_path = os.path.join(out_dir, "timing_inputs.npz")
     np.savez(feeds_path, **{f"{k}_1": v for k, v in one.items()}, **{f"{k}_32": v for k, v in many.items()})
     timings = {"tf_graph": {"1": latency_ms(lambda: tf_run(one), runs),

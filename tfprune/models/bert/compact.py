@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from tfprune.errors import TfpruneError
-from tfprune.models.bert.targets import encoder_layers
+from tfprune.models.bert.targets import encoder_layers, layer_targets
 
 LAYER_SIZES_KEY = "tfprune_layer_sizes"
 COMPACT_TOLERANCE = 1e-5  # max |logit difference| between the masked model and its compacted one
@@ -109,14 +109,12 @@ def narrow(model, sizes: list[dict]) -> None:
             raise TfpruneError(f"{LAYER_SIZES_KEY}: a layer needs 1 to {model.config.num_attention_heads} heads "
                                f"and at least one neuron, got {size}")
         width = heads * attention.attention_head_size
-        for name in ("query", "key", "value"):
-            _replace_dense(attention, name, hidden, width)
+        shapes = [(hidden, width)] * 3 + [(width, hidden), (hidden, neurons), (neurons, hidden)]  # (in, out)
+        for (parent, attribute, _), (inputs, units) in zip(layer_targets(layer, "all"), shapes):
+            _replace_dense(parent, attribute, inputs, units)
         attention.num_attention_heads, attention.all_head_size = heads, width
         if heads == 1:
             attention.transpose_for_scores = _one_head_scores
-        _replace_dense(layer.attention.dense_output, "dense", width, hidden)
-        _replace_dense(layer.intermediate, "dense", hidden, neurons)
-        _replace_dense(layer.bert_output, "dense", neurons, hidden)
 
 
 def _one_head_scores(tensor, batch_size):
@@ -157,7 +155,7 @@ def compact(model):
         setattr(result.config, LAYER_SIZES_KEY, sizes)
     # every weight outside the encoder's six matrices is copied whole (embeddings, layer norms, pooler, head)
     # (matched by name without the model's own scope, which Keras numbers per instance)
-    narrowed = {id(w) for layer in encoder_layers(result) for w in _six(layer)}
+    narrowed = {id(w) for layer in encoder_layers(result) for dense in _six(layer) for w in dense.weights}
     sources = {_unscoped(w.name): w for w in model.weights}
     for target in result.weights:
         if id(target) not in narrowed:
@@ -165,13 +163,8 @@ def compact(model):
     for full, small, kept in zip(encoder_layers(model), encoder_layers(result), structure):
         size = full.attention.self_attention.attention_head_size
         columns = (kept["heads"][:, None] * size + np.arange(size)).ravel()
-        pairs = [(full.attention.self_attention.query, small.attention.self_attention.query, None, columns),
-                 (full.attention.self_attention.key, small.attention.self_attention.key, None, columns),
-                 (full.attention.self_attention.value, small.attention.self_attention.value, None, columns),
-                 (full.attention.dense_output.dense, small.attention.dense_output.dense, columns, None),
-                 (full.intermediate.dense, small.intermediate.dense, None, kept["neurons"]),
-                 (full.bert_output.dense, small.bert_output.dense, kept["neurons"], None)]
-        for source, target, rows, cols in pairs:
+        kept_rows_columns = [(None, columns)] * 3 + [(columns, None), (None, kept["neurons"]), (kept["neurons"], None)]
+        for source, target, (rows, cols) in zip(_six(full), _six(small), kept_rows_columns):
             kernel = source.kernel.numpy()
             kernel = kernel if rows is None else kernel[rows]
             target.kernel.assign(kernel if cols is None else kernel[:, cols])
@@ -186,10 +179,8 @@ def _unscoped(name: str) -> str:
 
 
 def _six(layer) -> list:
-    attention = layer.attention.self_attention
-    denses = (attention.query, attention.key, attention.value, layer.attention.dense_output.dense,
-              layer.intermediate.dense, layer.bert_output.dense)
-    return [w for dense in denses for w in dense.weights]
+    """The layer's six Dense layers, in `layer_targets` order."""
+    return [getattr(parent, attribute) for parent, attribute, _ in layer_targets(layer, "all")]
 
 
 def check_same_logits(full, small, batches) -> dict:
@@ -204,10 +195,6 @@ def check_same_logits(full, small, batches) -> dict:
                               f"> {COMPACT_TOLERANCE:g}")
     same = (float(np.mean(expected.argmax(1) == got.argmax(1))) if expected.shape[-1] > 1 else None)
     return {"max_abs_logit_diff": max_diff, "identical_predictions": same, "examples": int(len(expected))}
-
-
-def parameter_count(model) -> int:
-    return int(sum(np.prod(w.shape) for w in model.weights))
 
 
 def save(model, tokenizer, folder: str) -> str:

@@ -121,11 +121,11 @@ def _load_local(folder: str, num_labels: int, seed: int):
     except Exception as error:
         raise TfpruneError(f"model directory {folder}: no usable tokenizer ({type(error).__name__})") from None
     weights = os.path.join(folder, "tf_model.h5")
-    from tfprune.models.bert.compact import LAYER_SIZES_KEY, load_pretrained
-
-    if os.path.isfile(weights) and getattr(config, LAYER_SIZES_KEY, None):  # per-layer sizes: tfprune's compact BERT
-        return load_pretrained(folder, config), tokenizer
     if os.path.isfile(weights):
+        from tfprune.models.bert.compact import LAYER_SIZES_KEY, load_pretrained
+
+        if getattr(config, LAYER_SIZES_KEY, None):  # per-layer sizes: tfprune's compact BERT
+            return load_pretrained(folder, config), tokenizer
         try:
             return TFBertForSequenceClassification.from_pretrained(folder, config=config), tokenizer
         except (OSError, ValueError, KeyError) as error:  # h5py on a truncated or foreign file

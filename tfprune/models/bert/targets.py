@@ -23,8 +23,9 @@ def ffn_kernels(model) -> list:
     return [dense.kernel for layer in encoder_layers(model) for dense in (layer.intermediate.dense, layer.bert_output.dense)]
 
 
-def _targets(layer, scope: str) -> list[tuple[object, str, str]]:
-    """(parent, attribute, short name) of every Dense to wrap in one encoder layer."""
+def layer_targets(layer, scope: str) -> list[tuple[object, str, str]]:
+    """(parent, attribute, short name) of every Dense of `scope` in one encoder layer; for "all": query,
+    key, value, attention output, FFN up, FFN down."""
     ffn = [(layer.intermediate, "dense", "ffn_up"), (layer.bert_output, "dense", "ffn_down")]
     attention = [(layer.attention.self_attention, "query", "query"), (layer.attention.self_attention, "key", "key"),
                  (layer.attention.self_attention, "value", "value"), (layer.attention.dense_output, "dense", "attn_out")]
@@ -49,7 +50,7 @@ def inject(model, scope: str = "ffn", pattern: Pattern | str = "unstructured") -
     check_scope(scope)
     wrappers = []
     for index, layer in enumerate(encoder_layers(model)):
-        for parent, attribute, short in _targets(layer, scope):
+        for parent, attribute, short in layer_targets(layer, scope):
             dense = getattr(parent, attribute)
             if isinstance(dense, PrunableLayer):
                 raise TfpruneError(f"layer_{index}/{short} is wrapped already")
