@@ -52,7 +52,7 @@ MRPC_CASES = [
     (["--pattern", "nm", "--nm", "2-4"], "nm must look like N:M"),
     (["--pattern", "nm", "--nm", "4:2"], "N:M needs 1 <= n < m"),
     (["--pattern", "nm", "--final-sparsity", "0.7"], "sparsity 0.7 exceeds what 2:4 allows"),
-    (["--pattern", "nm", "--nm", "2:3"], "needs the rows of layer_0/ffn_up (32) divisible by m=3"),
+    (["--pattern", "nm", "--nm", "2:3"], "layer_0/ffn_up: 2:3 needs rows (32) divisible by m=3"),
     (["--pattern", "nm", "--global-ranking", "--final-sparsity", "0.5"], "global ranking does not apply"),
     (["--pattern", "block", "--block-size", "100"], "block_size 100 is larger than"),
     (["--pattern", "block", "--block-size", "0"], "block_size must be a positive integer"),

@@ -12,13 +12,15 @@ challenge; a *row* is everything one input position feeds.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from tfprune.errors import TfpruneError
 
-PATTERNS = ("unstructured", "unit", "row", "block", "nm")
+PATTERNS = ("unstructured", "unit", "row", "block", "nm", "channel", "connectivity", "kernel", "set")
+SET_DEFAULT = ("unit", "row", "block:4", "block:8", "kernel:4")
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,14 @@ class Pattern:
 
     Args:
         name: "unstructured" (single weights), "unit" (whole columns: neurons, filters), "row" (whole rows),
-            "block" (block_size x block_size tiles) or "nm" (at most m - n of every m consecutive rows of a
-            column pruned).
-        block_size, n, m: positive integers, n < m.
+            "block" (block_size x block_size tiles), "nm" (at most m - n of every m consecutive rows of a
+            column pruned); for convolutions also "channel" (an input channel at every kernel position, in
+            every filter), "connectivity" (whole k x k kernels: one input channel of one filter) and "kernel"
+            (every k x k kernel keeps `entries` positions in one shape of a library, `kernel_library`, chosen
+            per kernel by L2; beyond that sparsity whole kernels go); "set": each matrix takes the one of
+            `candidates` whose mask keeps the largest L2 norm (`choose_pattern`).
+        block_size, n, m, entries: positive integers, n < m.
+        candidates: for "set", pattern specs ("unit", "row", "block:8", "kernel:4", ...; `parse_spec`).
     Raises:
         TfpruneError: an unknown name or a bad size.
     """
@@ -38,23 +45,74 @@ class Pattern:
     block_size: int = 4
     n: int = 2
     m: int = 4
+    entries: int = 4
+    candidates: tuple = ()
 
     def __post_init__(self):
         if self.name not in PATTERNS:
             raise TfpruneError(f"pattern must be one of {list(PATTERNS)}, got {self.name!r}")
-        for arg in ("block_size", "n", "m"):
+        for arg in ("block_size", "n", "m", "entries"):
             value = getattr(self, arg)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise TfpruneError(f"{arg} must be a positive integer, got {value!r}")
         if self.n >= self.m:
             raise TfpruneError(f"N:M needs 1 <= n < m, got n={self.n}, m={self.m}")
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        if self.name == "set":
+            if not self.candidates:
+                object.__setattr__(self, "candidates", SET_DEFAULT)
+            for spec in self.candidates:
+                if parse_spec(spec).name == "set":
+                    raise TfpruneError("a pattern set cannot hold another set")
+        elif self.candidates:
+            raise TfpruneError(f"candidates belong to the 'set' pattern, not {self.name!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        config = asdict(self)
+        config["candidates"] = list(self.candidates)
+        if not self.candidates:  # configs saved before sets existed stay as they were
+            del config["candidates"]
+        if self.entries == 4 and self.name != "kernel":
+            del config["entries"]
+        return config
 
     @classmethod
     def from_dict(cls, config: dict) -> "Pattern":
         return cls(**config)
+
+    @property
+    def spec(self) -> str:
+        """The short form `parse_spec` reads: "block:8", "kernel:4", "nm:2:4", "unit"."""
+        if self.name == "block":
+            return f"block:{self.block_size}"
+        if self.name == "kernel":
+            return f"kernel:{self.entries}"
+        if self.name == "nm":
+            return f"nm:{self.n}:{self.m}"
+        return self.name
+
+
+def parse_spec(text: str) -> Pattern:
+    """A pattern from its short form: a name, "block:B", "kernel:E" (entries kept per kernel) or "nm:N:M".
+
+    Raises:
+        TfpruneError: an unknown name or a size that is not a positive integer.
+    """
+    name, *sizes = str(text).strip().split(":")
+    try:
+        numbers = [int(size) for size in sizes]
+    except ValueError:
+        raise TfpruneError(f"pattern {text!r}: sizes after ':' must be integers") from None
+    expected = {"block": 1, "kernel": 1, "nm": 2}.get(name, 0)
+    if len(numbers) not in (0, expected):
+        raise TfpruneError(f"pattern {text!r}: {name} takes {expected} size(s) after ':'")
+    if name == "block" and numbers:
+        return Pattern("block", block_size=numbers[0])
+    if name == "kernel" and numbers:
+        return Pattern("kernel", entries=numbers[0])
+    if name == "nm" and numbers:
+        return Pattern("nm", n=numbers[0], m=numbers[1])
+    return Pattern(name)
 
 
 def as_pattern(pattern) -> Pattern:
@@ -103,9 +161,23 @@ def _check_sparsity(sparsity: float) -> None:
         raise TfpruneError(f"sparsity must be in [0, 1), got {sparsity!r}")
 
 
-def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def positions(spatial: tuple) -> int:
+    """Kernel positions per input channel (kh * kw for a Conv2D; 1 for a Dense)."""
+    return int(np.prod(spatial, dtype=np.int64)) if spatial else 1
+
+
+def _channels(kernel: np.ndarray, spatial: tuple) -> int:
+    rows = kernel.shape[0]
+    if rows % positions(spatial):
+        raise TfpruneError(f"a kernel of {rows} rows cannot have kernel positions {tuple(spatial)}")
+    return rows // positions(spatial)
+
+
+def groups(kernel: np.ndarray, pattern: Pattern, spatial: tuple = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(group id of every element, score of every group, element count of every group).
 
+    `spatial` is the kernel window of a convolution (`registry.View.spatial`): the 2-D view's rows are
+    (position, input channel) with the channel fastest, which "channel" and "connectivity" group by.
     Scores of partial edge blocks are scaled to a full block's size, so a block is not pruned first merely
     for being cut short by the kernel's edge.
     """
@@ -121,6 +193,16 @@ def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray
     if pattern.name == "row":
         ids = np.broadcast_to(np.arange(rows)[:, None], kernel.shape)
         return ids, np.linalg.norm(kernel, axis=1), np.full(rows, cols, np.int64)
+    if pattern.name in ("channel", "connectivity"):
+        channels = _channels(kernel, spatial)
+        channel = np.arange(rows) % channels
+        if pattern.name == "channel":
+            ids = np.broadcast_to(channel[:, None], kernel.shape)
+        else:
+            ids = channel[:, None] * cols + np.arange(cols)[None, :]
+        count = channels if pattern.name == "channel" else channels * cols
+        sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=count)
+        return ids, np.sqrt(sq), np.bincount(ids.ravel(), minlength=count).astype(np.int64)
     if pattern.name == "block":
         b = pattern.block_size
         block_rows, block_cols = -(-rows // b), -(-cols // b)
@@ -128,7 +210,78 @@ def groups(kernel: np.ndarray, pattern: Pattern) -> tuple[np.ndarray, np.ndarray
         sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=block_rows * block_cols)
         sizes = np.bincount(ids.ravel(), minlength=block_rows * block_cols).astype(np.int64)
         return ids, np.sqrt(sq * (b * b) / sizes), sizes
-    raise TfpruneError(f"pattern {pattern.name!r} has no group form; use nm_keep")
+    raise TfpruneError(f"pattern {pattern.name!r} has no group form; use compute_mask")
+
+
+@functools.lru_cache(maxsize=32)
+def kernel_library(kh: int, kw: int, entries: int) -> np.ndarray:
+    """The shapes a "kernel" pattern chooses from: every 4-connected set of `entries` positions of a kh x kw
+    window that holds its centre (PatDNN's patterns for 3x3 and 4 entries are among them), as an array
+    (shapes, kh * kw) of booleans in row-major position order.
+
+    Raises:
+        TfpruneError: `entries` not below kh * kw, or a library too large to search (over 4096 shapes).
+    """
+    if not 1 <= entries < kh * kw:
+        raise TfpruneError(f"a kernel pattern keeps 1 to {kh * kw - 1} of a {kh}x{kw} kernel's positions, got {entries}")
+    centre = (kh // 2) * kw + kw // 2
+    level = {frozenset([centre])}
+    for _ in range(entries - 1):
+        grown = set()
+        for shape in level:
+            for cell in shape:
+                r, c = divmod(cell, kw)
+                for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                    if 0 <= r + dr < kh and 0 <= c + dc < kw and (r + dr) * kw + c + dc not in shape:
+                        grown.add(shape | {(r + dr) * kw + c + dc})
+        level = grown
+        if len(level) > 4096:
+            raise TfpruneError(f"{kh}x{kw} kernels with {entries} entries have over 4096 shapes; keep fewer entries")
+    library = np.zeros((len(level), kh * kw), bool)
+    for i, shape in enumerate(sorted(sorted(s) for s in level)):
+        library[i, shape] = True
+    return library
+
+
+def _window(spatial: tuple) -> tuple[int, int]:
+    if len(spatial) == 1:
+        return 1, int(spatial[0])
+    if len(spatial) != 2:
+        raise TfpruneError(f"kernel patterns need a 1-D or 2-D convolution window, got {tuple(spatial) or 'a Dense'}")
+    return int(spatial[0]), int(spatial[1])
+
+
+def kernel_pattern_keep(kernel: np.ndarray, sparsity: float, spatial: tuple, entries: int) -> np.ndarray:
+    """The "kernel" pattern: each kernel (one input channel of one filter) keeps the library shape with the
+    largest L2 norm. Kernels are patterned in the order of the energy the pattern removes (least first) until
+    the count `sparsity` asks is reached; past every kernel patterned, whole patterned kernels go, weakest
+    first (pattern plus connectivity pruning). Counts are the nearest the two steps allow."""
+    kernel = _check_kernel(kernel)
+    _check_sparsity(sparsity)
+    kh, kw = _window(spatial)
+    library = kernel_library(kh, kw, entries)
+    channels = _channels(kernel, spatial)
+    window = kh * kw
+    sq = np.square(np.where(np.isfinite(kernel), kernel, np.float32(np.inf)), dtype=np.float64)
+    sq = sq.reshape(window, channels * kernel.shape[1])               # positions x kernels
+    kept_energy = library.astype(np.float64) @ np.where(np.isfinite(sq), sq, 1e300)
+    best = np.argmax(kept_energy, axis=0)                              # first shape on ties
+    shape_keep = library[best].T                                       # positions x kernels
+    kernels = sq.shape[1]
+    removed, kept = (window - entries), entries
+    target = sparsity * kernel.size
+    keep = np.ones_like(shape_keep)
+    if target >= kernels * removed - removed / 2:
+        keep = shape_keep.copy()
+        rest = target - kernels * removed
+        if rest > kept / 2:
+            kept_norm = np.sqrt(np.sum(sq * shape_keep, axis=0))
+            keep[:, choose_pruned(kept_norm, np.full(kernels, kept, np.int64), rest)] = False
+    else:
+        removed_norm = np.sqrt(np.sum(sq * ~shape_keep, axis=0))
+        patterned = choose_pruned(removed_norm, np.full(kernels, removed, np.int64), target)
+        keep[:, patterned] = shape_keep[:, patterned]
+    return keep.reshape(kernel.shape)
 
 
 def choose_pruned(scores: np.ndarray, sizes: np.ndarray, target: float) -> np.ndarray:
@@ -283,14 +436,17 @@ def nm_keep(kernel: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
     return keep.reshape(kernel.shape)
 
 
-def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured") -> np.ndarray:
+def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "unstructured",
+                 spatial: tuple = ()) -> np.ndarray:
     """The mask that prunes one 2-D kernel to `sparsity` with `pattern` (layer-wise ranking).
 
     Args:
         kernel: rows x units (a layer's weight through `registry.view(layer).to_2d`).
         sparsity: fraction of the elements to prune, in [0, 1); the count is the nearest one the pattern's
             groups allow, and at least one group is kept.
-        pattern: a `Pattern` or a pattern name.
+        pattern: a `Pattern` or a pattern name ("set": its best candidate, `choose_pattern`).
+        spatial: a convolution's kernel window (`registry.View.spatial`), for "channel", "connectivity" and
+            "kernel"; () for a Dense.
     Returns:
         A boolean array of the kernel's shape, True where a weight stays (a quarter of the bytes of a float
         mask, handed to TensorFlow every few steps).
@@ -305,11 +461,57 @@ def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "
         return nm_keep(kernel, sparsity, pattern.n, pattern.m)
     if pattern.name == "unstructured":
         return _unstructured_keep(kernel, sparsity)
-    ids, scores, sizes = groups(kernel, pattern)
+    if pattern.name == "kernel":
+        return kernel_pattern_keep(kernel, sparsity, spatial, pattern.entries)
+    if pattern.name == "set":
+        return choose_pattern(kernel, sparsity, pattern.candidates, spatial)[1]
+    ids, scores, sizes = groups(kernel, pattern, spatial)
     return ~choose_pruned(scores, sizes, sparsity * kernel.size)[ids]
 
 
-def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured") -> list[np.ndarray]:
+def applicable(pattern: Pattern, shape_2d: tuple, spatial: tuple) -> str | None:
+    """Why `pattern` cannot prune a kernel of this 2-D shape and window, or None if it can."""
+    rows, units = shape_2d
+    if pattern.name == "nm" and rows % pattern.m:
+        return f"{pattern.n}:{pattern.m} needs rows ({rows}) divisible by m={pattern.m}"
+    if pattern.name == "block" and pattern.block_size > min(rows, units):
+        return f"block_size {pattern.block_size} is larger than the 2-D view ({rows} x {units})"
+    if pattern.name == "kernel":
+        if len(spatial) not in (1, 2):
+            return "kernel patterns need a convolution's kernel window"
+        if pattern.entries >= positions(spatial):
+            return f"a kernel pattern of {pattern.entries} entries leaves nothing to prune in a {tuple(spatial)} window"
+    return None
+
+
+def choose_pattern(kernel: np.ndarray, sparsity: float, candidates, spatial: tuple = ()) -> tuple[int, np.ndarray]:
+    """(index of the chosen candidate, its mask): among the candidate patterns (specs or Patterns) that apply
+    to this kernel, the one whose mask at `sparsity` keeps the largest L2 norm of the weights (the first on a
+    tie). Unstructured, if listed, always wins: no mask of a given count keeps more.
+
+    Raises:
+        TfpruneError: no candidate applies to the kernel.
+    """
+    kernel = _check_kernel(kernel)
+    best, best_mask, best_norm = None, None, -1.0
+    for index, candidate in enumerate(candidates):
+        pattern = candidate if isinstance(candidate, Pattern) else parse_spec(candidate)
+        if applicable(pattern, kernel.shape, spatial) is not None:
+            continue
+        if pattern.name == "nm" and sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
+            continue
+        mask = compute_mask(kernel, sparsity, pattern, spatial)
+        norm = float(np.sum(np.square(kernel[mask], dtype=np.float64)))
+        if norm > best_norm:
+            best, best_mask, best_norm = index, mask, norm
+    if best is None:
+        raise TfpruneError(f"no pattern of {list(candidates)} applies to a {kernel.shape[0]} x {kernel.shape[1]} "
+                           f"kernel with window {tuple(spatial)} at sparsity {sparsity:g}")
+    return best, best_mask
+
+
+def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pattern | str = "unstructured",
+                         spatials: list[tuple] | None = None) -> list[np.ndarray]:
     """Masks from one ranking across all kernels: layers with small weights give up more than the average.
 
     Scores are compared as they are (no per-layer normalisation), which is what global magnitude pruning
@@ -318,17 +520,21 @@ def compute_global_masks(kernels: list[np.ndarray], sparsity: float, pattern: Pa
     Args:
         kernels: 2-D views (rows x units).
         sparsity: fraction of all their elements together to prune, in [0, 1).
-        pattern: any pattern but "nm" (its structure is per window).
+        pattern: any pattern with groups: not "nm" (its structure is per window), "kernel" or "set" (chosen
+            per kernel).
+        spatials: each kernel's window (`compute_mask`'s `spatial`), for "channel" and "connectivity".
     Returns:
         One boolean keep-mask per kernel.
     Raises:
-        TfpruneError: the "nm" pattern, a sparsity outside [0, 1), a kernel that is not 2-D.
+        TfpruneError: such a pattern, a sparsity outside [0, 1), a kernel that is not 2-D.
     """
     pattern = as_pattern(pattern)
     _check_sparsity(sparsity)
-    if pattern.name == "nm":
-        raise TfpruneError("global ranking does not apply to the nm pattern (its structure is per window); use layer-wise")
-    parts = [groups(_check_kernel(k), pattern) for k in kernels]
+    if pattern.name in ("nm", "kernel", "set"):
+        raise TfpruneError(f"global ranking does not apply to the {pattern.name} pattern (its structure is chosen per "
+                           "window or per kernel); use layer-wise")
+    spatials = spatials or [()] * len(kernels)
+    parts = [groups(_check_kernel(k), pattern, w) for k, w in zip(kernels, spatials)]
     scores = np.concatenate([p[1] for p in parts])
     sizes = np.concatenate([p[2] for p in parts])
     total = sum(np.asarray(k).size for k in kernels)

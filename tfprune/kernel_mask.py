@@ -120,6 +120,11 @@ def uninstall(kernel: tf.Variable) -> None:
         kernel.__dict__.pop(method, None)
 
 
+def set_constraint(variable: tf.Variable, constraint) -> None:
+    """Give a built variable a constraint (None: none), which optimizers apply after every step."""
+    _set_variable_constraint(variable, constraint)
+
+
 def _set_variable_constraint(variable: tf.Variable, constraint) -> None:
     # A built variable's constraint is read-only in the public API; distributed variables read it from
     # their primary component, so that is where it is set.

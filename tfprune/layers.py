@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfprune import kernel_mask, registry
 from tfprune._keras import keras
-from tfprune.criteria import Pattern, as_pattern, compute_mask
+from tfprune.criteria import Pattern, as_pattern, choose_pattern, compute_mask, parse_spec
 from tfprune.errors import TfpruneError
 
 
@@ -54,6 +54,7 @@ class PrunableLayer(keras.layers.Wrapper):
         self.mask = None
         self.sparsity = None
         self.bias_mask = None
+        self.pattern_choice = None
         self._mask_bias = bool(mask_bias)
         if layer.built:
             self._create_mask()
@@ -80,6 +81,9 @@ class PrunableLayer(keras.layers.Wrapper):
         kernel_mask.install(self.kernel, self.mask)
         if self._mask_bias:
             self.ensure_bias_mask()
+        if self.pattern.name == "set":  # a variable: checkpoints and resumed runs keep the choice
+            self.pattern_choice = self.add_weight(name="pattern_choice", shape=(), dtype=tf.int32,
+                                                  initializer=keras.initializers.Constant(-1), trainable=False)
 
     def ensure_bias_mask(self) -> tf.Variable:
         """A mask for the bias too (created once, all ones), kept by the same optimizer hooks as the kernel:
@@ -139,10 +143,38 @@ class PrunableLayer(keras.layers.Wrapper):
         self.bias_mask.assign(mask)
         self.layer.bias.assign(self.layer.bias * mask)
 
+    def resolved_pattern(self, sparsity: float) -> Pattern:
+        """The pattern this layer prunes with. For a pattern set, the candidate chosen at the first non-zero
+        sparsity (`choose_pattern` on the weights then) and kept from then on: a choice that changed during
+        gradual pruning would throw away what the earlier pattern had already zeroed."""
+        if self.pattern.name != "set":
+            return self.pattern
+        choice = int(self.pattern_choice.numpy())
+        if choice < 0:
+            if sparsity <= 0:
+                return Pattern("unstructured")  # nothing pruned yet: any pattern gives the all-ones mask
+            choice = choose_pattern(self.view.to_2d(self.kernel.numpy()), sparsity, self.pattern.candidates,
+                                    self.view.spatial)[0]
+            self.pattern_choice.assign(choice)
+        return parse_spec(self.pattern.candidates[choice])
+
+    @property
+    def chosen_pattern(self) -> str | None:
+        """The spec of the pattern in use ("block:8"); None while a pattern set has not chosen yet."""
+        if self.pattern.name != "set":
+            return self.pattern.spec
+        choice = int(self.pattern_choice.numpy())
+        return None if choice < 0 else self.pattern.candidates[choice]
+
+    def mask_at(self, sparsity: float) -> np.ndarray:
+        """The layer-wise mask at `sparsity` of the current weights, in the weight's shape."""
+        view = self.view
+        pattern = self.resolved_pattern(sparsity)
+        return view.from_2d(compute_mask(view.to_2d(self.kernel.numpy()), sparsity, pattern, view.spatial))
+
     def prune_to(self, sparsity: float) -> None:
         """Layer-wise mask at `sparsity` with this layer's pattern, installed at once."""
-        view = self.view
-        self.set_mask(view.from_2d(compute_mask(view.to_2d(self.kernel.numpy()), sparsity, self.pattern)), sparsity)
+        self.set_mask(self.mask_at(sparsity), sparsity)
 
     def apply_mask(self) -> None:
         """weight *= mask (and bias *= bias mask): restores the invariant after writes that bypass it (your

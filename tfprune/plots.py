@@ -28,6 +28,29 @@ def sparsity_vs_accuracy(rows: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def lenet_sparsity_vs_accuracy(rows: list[dict], path: str, title: str) -> None:
+    """One curve per (method, pattern) of the LeNet sweep: accuracy (%) against the measured sparsity of the
+    five kernels; the dense model as a horizontal line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        if row["method"] == "dense":
+            ax.axhline(100 * row["accuracy"], color="grey", linestyle=":", label="dense")
+    curves = dict.fromkeys((r["method"], r["pattern"]) for r in rows if r["method"] != "dense")
+    for method, pattern in curves:
+        curve = sorted((r for r in rows if r["method"] == method and r["pattern"] == pattern),
+                       key=lambda r: r["measured_sparsity"])
+        ax.plot([100 * r["measured_sparsity"] for r in curve], [100 * r["accuracy"] for r in curve],
+                "-o" if pattern == "irregular" else "--s", label=f"{method}, {pattern}", markersize=4)
+    ax.set_xlabel("sparsity of the five kernels (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def nonzero_vs_step(history: list[dict], path: str, title: str) -> None:
     """One line per pruned tensor (% non-zero of its kernel) and the overall line, against the global step."""
     steps = [row["step"] for row in history]

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import native
-from tfprune.criteria import compute_global_masks, compute_mask, newly_pruned, pruned_count
+from tfprune.criteria import applicable, compute_global_masks, compute_mask, newly_pruned, parse_spec, pruned_count
 from tfprune.errors import NonFiniteWeightsError, TfpruneError
 from tfprune.layers import PrunableLayer, reapply_masks
 from tfprune.report import tensor_label
@@ -51,18 +51,18 @@ def check_patterns(layers: list[PrunableLayer], sparsity: float) -> None:
             `sparsity`; a block larger than the view.
     """
     for layer in layers:
-        rows, units = layer.view.shape_2d
-        pattern, label = layer.pattern, tensor_label(layer)
-        if pattern.name == "nm":
-            if rows % pattern.m:
-                raise TfpruneError(f"{pattern.n}:{pattern.m} needs the rows of {label} ({rows}) divisible by "
-                                   f"m={pattern.m}")
-            if sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
-                raise TfpruneError(f"sparsity {sparsity:g} exceeds what {pattern.n}:{pattern.m} allows "
-                                   f"({(pattern.m - pattern.n) / pattern.m:g})")
-        if pattern.name == "block" and pattern.block_size > min(rows, units):
-            raise TfpruneError(f"block_size {pattern.block_size} is larger than {label}'s 2-D view "
-                               f"({rows} x {units})")
+        pattern, label, view = layer.pattern, tensor_label(layer), layer.view
+        if pattern.name == "set":
+            if all(applicable(parse_spec(spec), view.shape_2d, view.spatial) for spec in pattern.candidates):
+                raise TfpruneError(f"no pattern of the set {list(pattern.candidates)} applies to {label} "
+                                   f"({view.shape_2d[0]} x {view.shape_2d[1]})")
+            continue
+        problem = applicable(pattern, view.shape_2d, view.spatial)
+        if problem:
+            raise TfpruneError(f"{label}: {problem}")
+        if pattern.name == "nm" and sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
+            raise TfpruneError(f"sparsity {sparsity:g} exceeds what {pattern.n}:{pattern.m} allows "
+                               f"({(pattern.m - pattern.n) / pattern.m:g})")
 
 
 class PruningStep:
@@ -90,9 +90,10 @@ class PruningStep:
         if global_ranking and len({layer.pattern for layer in self.layers}) > 1:
             raise TfpruneError("global ranking needs one pattern for all layers, got "
                                f"{sorted({layer.pattern.name for layer in self.layers})}")
-        if global_ranking and any(layer.pattern.name == "nm" for layer in self.layers):
-            raise TfpruneError("global ranking does not apply to the nm pattern (its structure is per window); "
-                               "use layer-wise ranking")
+        chosen_per_kernel = {layer.pattern.name for layer in self.layers} & {"nm", "kernel", "set"}
+        if global_ranking and chosen_per_kernel:
+            raise TfpruneError(f"global ranking does not apply to the {sorted(chosen_per_kernel)[0]} pattern (its "
+                               "structure is per window or chosen per kernel); use layer-wise ranking")
         check_patterns(self.layers, peak_sparsity(schedule))
         grouped = {id(w) for g in self.groups for w in g.wrappers}
         both = [layer.name for layer in self.layers if id(layer) in grouped]
@@ -228,10 +229,12 @@ class PruningStep:
         layers = [self.layers[i] for i in which]
         views = [layer.view for layer in layers]
         kernels = [view.to_2d(layer.kernel.numpy()) for view, layer in zip(views, layers)]
+        spatials = [view.spatial for view in views]
         if self.global_ranking:
-            masks = compute_global_masks(kernels, sparsity, layers[0].pattern)
+            masks = compute_global_masks(kernels, sparsity, layers[0].pattern, spatials)
         else:
-            masks = list(_pool().map(compute_mask, kernels, [sparsity] * len(kernels), [layer.pattern for layer in layers]))
+            patterns = [layer.resolved_pattern(sparsity) for layer in layers]
+            masks = list(_pool().map(compute_mask, kernels, [sparsity] * len(kernels), patterns, spatials))
         if self._install is None:  # all layers in one graph call: this runs every few steps
             self._install = tf.function(self._install_masks, reduce_retracing=True)
         self._install(tuple(which), [tf.constant(view.from_2d(m)) for view, m in zip(views, masks)],

@@ -33,6 +33,12 @@ class View:
         dims = [self.shape[a] for a in self.permutation]
         return int(np.prod(dims[:self.row_axes], dtype=np.int64)), int(np.prod(dims[self.row_axes:], dtype=np.int64))
 
+    @property
+    def spatial(self) -> tuple:
+        """The row axes but the last, which is the input channel: a convolution's kernel window ((kh, kw) for
+        a Conv2D), () for a Dense. The 2-D view's rows run over (window position, channel), channel fastest."""
+        return tuple(self.shape[a] for a in self.permutation[:self.row_axes - 1])
+
     def to_2d(self, array) -> np.ndarray:
         """The weight (numpy, its own shape) as rows x units."""
         return np.transpose(np.asarray(array), self.permutation).reshape(self.shape_2d)

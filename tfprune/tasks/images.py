@@ -1,8 +1,10 @@
-"""(Fashion-)MNIST from IDX files: a folder given by the user, Debian's dataset-fashion-mnist, or Keras."""
+"""(Fashion-)MNIST from IDX files: a folder given by the user, Debian's dataset-fashion-mnist, or Keras;
+CIFAR-10 from its python batches in a folder given by the user."""
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import zlib
 
 import numpy as np
@@ -88,3 +90,37 @@ def _keras_download(dataset: str) -> dict:
     except Exception as error:  # no network: urllib errors of many kinds
         raise TfpruneError(f"{dataset} not found locally and the download failed ({type(error).__name__}); {hint}") from None
     return {"train": (xtr, ytr), "test": (xte, yte)}
+
+
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def _cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        data, labels = np.asarray(batch[b"data"], np.uint8), np.asarray(batch[b"labels"], np.int64)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+        raise TfpruneError(f"{path} is not a CIFAR-10 python batch ({type(error).__name__})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise TfpruneError(f"{path}: expected N x 3072 images and N labels, got {data.shape} and {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= CLASSES):
+        raise TfpruneError(f"{path}: labels must lie in 0..{CLASSES - 1}")
+    return data, labels
+
+
+def load_cifar10(data_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (x, y), "test": (x, y)} from CIFAR-10's python version (`cifar-10-batches-py`: data_batch_1..5,
+    test_batch): x float32 in [0, 1], N x 32 x 32 x 3 (the files store each image channel-major)."""
+    if not os.path.isdir(data_dir):
+        raise TfpruneError(f"data dir {data_dir} does not exist")
+    missing = [n for names in CIFAR_FILES.values() for n in names if not os.path.isfile(os.path.join(data_dir, n))]
+    if missing:
+        raise TfpruneError(f"data dir {data_dir} has no {', '.join(missing)} (CIFAR-10's python batches)")
+    splits = {}
+    for split, names in CIFAR_FILES.items():
+        parts = [_cifar_batch(os.path.join(data_dir, n)) for n in names]
+        data = np.concatenate([p[0] for p in parts])
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+        splits[split] = (images, np.concatenate([p[1] for p in parts]))
+    return splits

@@ -1,0 +1,134 @@
+"""ADMM pruning (Zhang et al., ECCV 2018): train toward a sparse copy of the weights, then prune to it.
+
+Pruning is the constraint "W in S" (S: the masks of the target sparsity and pattern). ADMM splits it: training
+minimises loss(W) + sum over layers of (rho / 2) ||W - Z + U||^2, and every `steps_per_iteration` steps
+Z <- projection of W + U onto S (the best mask of W + U applied to it: the pattern's exact projection, as
+`compute_mask` ranks by L2), U <- U + W - Z, rho <- min(rho * rho_growth, rho_max). The weights drift toward a
+sparse Z while the loss keeps them useful (U, the dual variable scaled by 1 / rho, is rescaled when rho
+grows); `hard_prune` then installs the mask of W (the "hard prune"), and a
+masked retrain with the same wrappers follows, pruned weights frozen at zero by the wrappers' masked updates.
+
+Use: wrap the layers (`tfprune.prune`, masks all ones), `admm = ADMM(wrappers, 0.95)`, `admm.attach(model)`
+before `compile`, `model.fit(..., callbacks=[admm])`, `admm.hard_prune()`, then fit again to retrain.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfprune._keras import keras
+from tfprune.criteria import compute_global_masks, compute_mask
+from tfprune.errors import TfpruneError
+from tfprune.layers import PrunableLayer
+from tfprune.pruner import check_patterns
+
+
+class ADMM(keras.callbacks.Callback):
+    """The ADMM penalty and its Z/U/rho updates for `layers` (wrappers of any registered layer and pattern).
+
+    Args:
+        layers: the wrappers to prune; each is projected with its own pattern (or one ranking across all of
+            them with `global_ranking`, which needs one pattern with groups).
+        sparsity: the target, in [0, 1).
+        rho: the penalty's initial weight, > 0 (the reference LeNet-5 recipe: 1e-4 fixed, or 1e-3 doubled).
+        rho_growth: rho's factor after every ADMM iteration, >= 1.
+        rho_max: rho's ceiling.
+        steps_per_iteration: optimizer steps between Z/U updates (an epoch, in the reference recipe).
+        iterations: Z/U updates at most (None: until training ends).
+    Raises:
+        TfpruneError: a knob out of range, a pattern that cannot reach `sparsity` on a layer, no layers.
+    """
+
+    def __init__(self, layers: list[PrunableLayer], sparsity: float, rho: float = 1e-3, rho_growth: float = 1.0,
+                 rho_max: float = 1.0, steps_per_iteration: int = 100, iterations: int | None = None,
+                 global_ranking: bool = False):
+        super().__init__()
+        if not layers:
+            raise TfpruneError("ADMM needs wrapped layers: wrap them first (tfprune.prune)")
+        if not 0.0 <= float(sparsity) < 1.0:
+            raise TfpruneError(f"ADMM sparsity must be in [0, 1), got {sparsity!r}")
+        for name, value, low in (("rho", rho, 0.0), ("rho_max", rho_max, 0.0)):
+            if not (math.isfinite(value) and value > low):
+                raise TfpruneError(f"ADMM {name} must be a finite number > 0, got {value!r}")
+        if not (math.isfinite(rho_growth) and rho_growth >= 1.0):
+            raise TfpruneError(f"ADMM rho_growth must be a finite number >= 1, got {rho_growth!r}")
+        if rho > rho_max:
+            raise TfpruneError(f"ADMM rho ({rho:g}) must not exceed rho_max ({rho_max:g})")
+        for name, value in (("steps_per_iteration", steps_per_iteration), ("iterations", iterations)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
+                raise TfpruneError(f"ADMM {name} must be a positive integer, got {value!r}")
+        if global_ranking and len({layer.pattern for layer in layers}) > 1:
+            raise TfpruneError("ADMM's global ranking needs one pattern for all layers")
+        check_patterns(layers, sparsity)
+        self.layers, self.sparsity, self.global_ranking = list(layers), float(sparsity), global_ranking
+        self.rho_start, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
+        self.steps_per_iteration, self.iterations = int(steps_per_iteration), iterations
+        self.rho = tf.Variable(float(rho), trainable=False, dtype=tf.float32, name="admm_rho")
+        self.z = [tf.Variable(layer.kernel, trainable=False, name="admm_z") for layer in self.layers]
+        self.u = [tf.Variable(tf.zeros_like(layer.kernel), trainable=False, name="admm_u") for layer in self.layers]
+        self.done = 0  # Z/U updates so far
+        self.history: list[dict] = []  # per update: step, rho, relative distance ||W - Z|| / ||W||
+        self.attached = False
+        self._last_step = None
+        self.update_z()
+
+    def penalty(self) -> tf.Tensor:
+        """(rho / 2) * sum ||W - Z + U||^2: the term `attach` adds to the model's loss."""
+        return self.rho / 2.0 * tf.add_n([tf.reduce_sum(tf.square(layer.kernel - z + u))
+                                          for layer, z, u in zip(self.layers, self.z, self.u)])
+
+    def attach(self, model) -> None:
+        """Add the penalty to `model`'s losses (before `compile`/`fit`: a traced train step holds its losses)."""
+        if not self.attached:
+            model.add_loss(self.penalty)
+            self.attached = True
+
+    def _projection_masks(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The keep-masks of the target sparsity for `arrays` (each layer's weight shape)."""
+        views = [layer.view for layer in self.layers]
+        flat = [view.to_2d(a) for view, a in zip(views, arrays)]
+        if self.global_ranking:
+            masks = compute_global_masks(flat, self.sparsity, self.layers[0].pattern, [v.spatial for v in views])
+        else:
+            masks = [compute_mask(f, self.sparsity, layer.resolved_pattern(self.sparsity), v.spatial)
+                     for f, layer, v in zip(flat, self.layers, views)]
+        return [view.from_2d(m) for view, m in zip(views, masks)]
+
+    def update_z(self) -> None:
+        """Z <- projection of W + U; U <- U + W - Z (the first call, before training: Z = projection of W)."""
+        weights = [layer.kernel.numpy() for layer in self.layers]
+        shifted = [w + u.numpy() for w, u in zip(weights, self.u)]
+        for z, u, w, s, keep in zip(self.z, self.u, weights, shifted, self._projection_masks(shifted)):
+            z.assign(np.where(keep, s, 0).astype(w.dtype))
+            u.assign(s - z.numpy())  # U + W - Z
+        gap = math.sqrt(sum(float(np.sum(np.square(w - z.numpy()))) for w, z in zip(weights, self.z)))
+        size = math.sqrt(sum(float(np.sum(np.square(w))) for w in weights)) or 1.0
+        self.history.append({"step": self._last_step or 0, "rho": float(self.rho.numpy()), "distance": gap / size})
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.attached:
+            raise TfpruneError("ADMM: call attach(model) before compile and fit, or the penalty is not trained")
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.steps_per_iteration or step == self._last_step:
+            return
+        if self.iterations is not None and self.done >= self.iterations:
+            return
+        self._last_step = step
+        self.update_z()
+        self.done += 1
+        old = float(self.rho.numpy())
+        new = min(old * self.rho_growth, self.rho_max)
+        self.rho.assign(new)
+        for u in self.u:  # U is the dual scaled by 1 / rho: it shrinks as rho grows
+            u.assign(u * (old / new))
+
+    def hard_prune(self) -> list[float]:
+        """Install the masks of W at the target (pruned weights zeroed) and switch the penalty off, so the
+        model retrains masked; returns each layer's sparsity as installed."""
+        masks = self._projection_masks([layer.kernel.numpy() for layer in self.layers])
+        for layer, keep in zip(self.layers, masks):
+            layer.set_mask(keep, self.sparsity)
+        self.rho.assign(0.0)
+        return [1.0 - float(np.mean(keep)) for keep in masks]
