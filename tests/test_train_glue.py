@@ -104,6 +104,32 @@ def test_column_pattern_prunes_whole_output_columns_of_all_six_matrices(glue_dir
         assert dead.sum() == kernel.shape[1] // 2 and np.count_nonzero(kernel[:, ~dead] == 0) == 0
 
 
+def test_pattern_set_records_each_matrix_choice_and_prunes_with_it(glue_dir, tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--pattern", "set", "--pattern-set", "column,row",
+                           "--prune-scope", "all", "--final-sparsity", "0.5", "--frequency", "1"))
+    results = json.loads((out / "results.json").read_text())
+    chosen = results["chosen_patterns"]
+    assert len(chosen) == 12 and set(chosen.values()) <= {"unit", "row"}
+    from transformers import TFBertForSequenceClassification
+
+    model = TFBertForSequenceClassification.from_pretrained(out / "model")
+    kernels = {w.name: w.numpy() for w in model.weights if "/encoder/" in w.name and w.name.endswith("kernel:0")}
+    for label, spec in chosen.items():
+        kernel = next(k for name, k in kernels.items() if _variable(label) in name)
+        axis = 0 if spec == "unit" else 1
+        dead = np.all(kernel == 0, axis=axis)
+        assert dead.sum() == kernel.shape[1 - axis] // 2, (label, spec)
+
+
+def _variable(label: str) -> str:
+    """The kernel variable's path for a pruned tensor's label (layer_0/ffn_up -> /layer_._0/intermediate/dense/kernel:0)."""
+    layer, matrix = label.split("/")
+    part = {"ffn_up": "intermediate/dense", "ffn_down": "output/dense", "query": "attention/self/query",
+            "key": "attention/self/key", "value": "attention/self/value", "attn_out": "attention/output/dense"}[matrix]
+    return f"/layer_._{layer.split('_')[1]}/{part}/kernel:0"
+
+
 def test_distillation_with_alpha_one_is_plain_training(glue_dir, tiny_bert_dir, tmp_path, capsys):
     """The hard-label term alone is the usual cross-entropy: the same run, whatever the teacher says."""
     teacher = tmp_path / "teacher"

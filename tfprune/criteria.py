@@ -262,9 +262,9 @@ def kernel_pattern_keep(kernel: np.ndarray, sparsity: float, spatial: tuple, ent
     library = kernel_library(kh, kw, entries)
     channels = _channels(kernel, spatial)
     window = kh * kw
-    sq = np.square(np.where(np.isfinite(kernel), kernel, np.float32(np.inf)), dtype=np.float64)
-    sq = sq.reshape(window, channels * kernel.shape[1])               # positions x kernels
-    kept_energy = library.astype(np.float64) @ np.where(np.isfinite(sq), sq, 1e300)
+    sq = np.square(kernel, dtype=np.float64).reshape(window, channels * kernel.shape[1])  # positions x kernels
+    sq[~np.isfinite(sq)] = 1e300  # the rule of `magnitudes`: non-finite weights are kept first
+    kept_energy = library.astype(np.float64) @ sq
     best = np.argmax(kept_energy, axis=0)                              # first shape on ties
     shape_keep = library[best].T                                       # positions x kernels
     kernels = sq.shape[1]

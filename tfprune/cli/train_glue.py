@@ -62,7 +62,10 @@ def build_parser(task: str | None = None):
     g.add_argument("--frequency", type=int, default=10, help="mask update every N steps (default: %(default)s)")
     g.add_argument("--exponent", type=float, default=3.0)
     g.add_argument("--pattern", default="unstructured", help="unstructured, row (whole input rows), column (whole "
-                   "output columns; also 'unit'), block or nm")
+                   "output columns; also 'unit'), block, nm, or set (each matrix takes the one of --pattern-set whose "
+                   "mask keeps the most L2 norm; results.json records the choices)")
+    g.add_argument("--pattern-set", default="unit,row,block:4,block:8",
+                   help="for --pattern set: candidates, e.g. unit,row,block:4,block:8,nm:2:4 (default: %(default)s)")
     g.add_argument("--block-size", type=int, default=4, help="for --pattern block: 2, 4, 8, ...")
     g.add_argument("--nm", default="2:4", help="for --pattern nm (default: %(default)s)")
     g.add_argument("--prune-scope", default="ffn", help="ffn (default), attention or all")
@@ -110,7 +113,7 @@ def build_parser(task: str | None = None):
 
 
 SCHEDULE_KEYS = {"final_sparsity", "initial_sparsity", "begin_step", "end_step", "frequency", "exponent", "pattern",
-                 "block_size", "nm", "prune_scope", "global_ranking", "prune_neurons", "prune_heads"}
+                 "pattern_set", "block_size", "nm", "prune_scope", "global_ranking", "prune_neurons", "prune_heads"}
 
 
 def apply_schedule_config(args, parser) -> None:
@@ -206,6 +209,9 @@ def pattern_from_args(args):
     from tfprune.criteria import Pattern, parse_nm
 
     n, m = parse_nm(args.nm) if args.pattern == "nm" else (2, 4)
+    if args.pattern == "set":
+        specs = ["unit" if spec.strip() == "column" else spec.strip() for spec in args.pattern_set.split(",") if spec.strip()]
+        return Pattern("set", candidates=tuple(specs))
     name = "unit" if args.pattern == "column" else args.pattern  # a column of a (in, out) kernel is a unit
     return Pattern(name, block_size=args.block_size, n=n, m=m)
 
@@ -328,7 +334,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     from tfprune._keras import keras
     from tfprune.callbacks import GradualPruningCallback
     from tfprune.distillation import distillation_loss, task_loss, teacher_targets
-    from tfprune.report import format_report, sparsity_report, zero_fraction
+    from tfprune.report import format_report, sparsity_report, tensor_label, zero_fraction
     from tfprune.schedules import OneShot, PolynomialDecay, to_dict
     from tfprune.strip import strip_model
     from tfprune.structure import group_report
@@ -449,6 +455,8 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             "eval_examples": len(dev_rows), "seed": args.seed, "arguments": vars(args),
             "pruned_tensors": pruned["tensors"] if pruned else [],
         }
+        if pattern.name == "set" and wrappers:
+            results["chosen_patterns"] = {tensor_label(w): w.chosen_pattern for w in wrappers}
         if pruning is not None:
             results["nonzero_history"] = pruning.history
         if unit_groups:
