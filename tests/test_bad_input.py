@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import assert_one_line_error, run
 from tfprune import cli
-from tfprune.cli import mnist_challenge, train_mrpc
+from tfprune.cli import lenet_pruning, mnist_challenge, train_mrpc
 
 
 class Result:
@@ -215,6 +215,22 @@ def test_mnist_bad_idx_files(fault, fragment, tmp_path, capsys):
 def test_mnist_rejects(extra, fragment, tmp_path, capsys):
     out = tmp_path / "never"
     result = call(mnist_challenge.main, ["--output-dir", str(out), *extra], capsys)
+    assert_one_line_error(result, fragment)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--sparsities", "0.5,1.2"], "--sparsities values must be in [0, 1)"),
+    (["--methods", "oneshot,magic"], "--methods must list some of"),
+    (["--nested-levels", "0.5,0.5"], "--nested-levels repeats a value"),
+    (["--admm-rho-growth", "0.5"], "--admm-rho-growth must be a finite number >= 1"),
+    (["--admm-fraction", "1"], "--admm-fraction must be in (0, 1)"),
+    (["--prune-epochs", "1"], "ADMM needs --prune-epochs >= 2"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_lenet_pruning_rejects(extra, fragment, tmp_path, capsys):
+    out = tmp_path / "never"
+    result = call(lenet_pruning.main, ["--output-dir", str(out), *extra], capsys)
     assert_one_line_error(result, fragment)
     assert_nothing_written(out)
 

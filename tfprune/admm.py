@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.criteria import compute_global_masks, compute_mask
+from tfprune.criteria import _check_sparsity
 from tfprune.errors import TfpruneError
 from tfprune.layers import PrunableLayer
-from tfprune.pruner import check_patterns
+from tfprune.pruner import check_patterns, check_ranking, layer_masks
 
 
 class ADMM(keras.callbacks.Callback):
@@ -47,8 +47,7 @@ class ADMM(keras.callbacks.Callback):
         super().__init__()
         if not layers:
             raise TfpruneError("ADMM needs wrapped layers: wrap them first (tfprune.prune)")
-        if not 0.0 <= float(sparsity) < 1.0:
-            raise TfpruneError(f"ADMM sparsity must be in [0, 1), got {sparsity!r}")
+        _check_sparsity(sparsity)
         for name, value, low in (("rho", rho, 0.0), ("rho_max", rho_max, 0.0)):
             if not (math.isfinite(value) and value > low):
                 raise TfpruneError(f"ADMM {name} must be a finite number > 0, got {value!r}")
@@ -59,8 +58,7 @@ class ADMM(keras.callbacks.Callback):
         for name, value in (("steps_per_iteration", steps_per_iteration), ("iterations", iterations)):
             if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
                 raise TfpruneError(f"ADMM {name} must be a positive integer, got {value!r}")
-        if global_ranking and len({layer.pattern for layer in layers}) > 1:
-            raise TfpruneError("ADMM's global ranking needs one pattern for all layers")
+        check_ranking(layers, global_ranking)
         check_patterns(layers, sparsity)
         self.layers, self.sparsity, self.global_ranking = list(layers), float(sparsity), global_ranking
         self.rho_start, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
@@ -86,24 +84,22 @@ class ADMM(keras.callbacks.Callback):
             self.attached = True
 
     def _projection_masks(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The keep-masks of the target sparsity for `arrays` (each layer's weight shape)."""
+        """The keep-masks of the target sparsity for `arrays` (each layer's weight shape): the pruner's."""
         views = [layer.view for layer in self.layers]
-        flat = [view.to_2d(a) for view, a in zip(views, arrays)]
-        if self.global_ranking:
-            masks = compute_global_masks(flat, self.sparsity, self.layers[0].pattern, [v.spatial for v in views])
-        else:
-            masks = [compute_mask(f, self.sparsity, layer.resolved_pattern(self.sparsity), v.spatial)
-                     for f, layer, v in zip(flat, self.layers, views)]
+        masks = layer_masks(self.layers, [view.to_2d(a) for view, a in zip(views, arrays)], self.sparsity,
+                            self.global_ranking)
         return [view.from_2d(m) for view, m in zip(views, masks)]
 
     def update_z(self) -> None:
         """Z <- projection of W + U; U <- U + W - Z (the first call, before training: Z = projection of W)."""
         weights = [layer.kernel.numpy() for layer in self.layers]
         shifted = [w + u.numpy() for w, u in zip(weights, self.u)]
-        for z, u, w, s, keep in zip(self.z, self.u, weights, shifted, self._projection_masks(shifted)):
-            z.assign(np.where(keep, s, 0).astype(w.dtype))
-            u.assign(s - z.numpy())  # U + W - Z
-        gap = math.sqrt(sum(float(np.sum(np.square(w - z.numpy()))) for w, z in zip(weights, self.z)))
+        projected = [np.where(keep, s, 0).astype(w.dtype)
+                     for w, s, keep in zip(weights, shifted, self._projection_masks(shifted))]
+        for z, u, s, p in zip(self.z, self.u, shifted, projected):
+            z.assign(p)
+            u.assign(s - p)  # U + W - Z
+        gap = math.sqrt(sum(float(np.sum(np.square(w - p))) for w, p in zip(weights, projected)))
         size = math.sqrt(sum(float(np.sum(np.square(w))) for w in weights)) or 1.0
         self.history.append({"step": self._last_step or 0, "rho": float(self.rho.numpy()), "distance": gap / size})
 

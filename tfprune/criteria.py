@@ -200,17 +200,21 @@ def groups(kernel: np.ndarray, pattern: Pattern, spatial: tuple = ()) -> tuple[n
             ids = np.broadcast_to(channel[:, None], kernel.shape)
         else:
             ids = channel[:, None] * cols + np.arange(cols)[None, :]
-        count = channels if pattern.name == "channel" else channels * cols
-        sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=count)
-        return ids, np.sqrt(sq), np.bincount(ids.ravel(), minlength=count).astype(np.int64)
+        sq, sizes = _group_squares(kernel, ids, channels if pattern.name == "channel" else channels * cols)
+        return ids, np.sqrt(sq), sizes
     if pattern.name == "block":
         b = pattern.block_size
         block_rows, block_cols = -(-rows // b), -(-cols // b)
         ids = (np.arange(rows) // b)[:, None] * block_cols + (np.arange(cols) // b)[None, :]
-        sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=block_rows * block_cols)
-        sizes = np.bincount(ids.ravel(), minlength=block_rows * block_cols).astype(np.int64)
+        sq, sizes = _group_squares(kernel, ids, block_rows * block_cols)
         return ids, np.sqrt(sq * (b * b) / sizes), sizes
     raise TfpruneError(f"pattern {pattern.name!r} has no group form; use compute_mask")
+
+
+def _group_squares(kernel: np.ndarray, ids: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of squared weights, element count) of each of `count` groups, given every element's group id."""
+    sq = np.bincount(ids.ravel(), weights=np.square(kernel, dtype=np.float64).ravel(), minlength=count)
+    return sq, np.bincount(ids.ravel(), minlength=count).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=32)
@@ -469,11 +473,13 @@ def compute_mask(kernel: np.ndarray, sparsity: float, pattern: Pattern | str = "
     return ~choose_pruned(scores, sizes, sparsity * kernel.size)[ids]
 
 
-def applicable(pattern: Pattern, shape_2d: tuple, spatial: tuple) -> str | None:
-    """Why `pattern` cannot prune a kernel of this 2-D shape and window, or None if it can."""
+def applicable(pattern: Pattern, shape_2d: tuple, spatial: tuple, sparsity: float = 0.0) -> str | None:
+    """Why `pattern` cannot prune a kernel of this 2-D shape and window to `sparsity`, or None if it can."""
     rows, units = shape_2d
     if pattern.name == "nm" and rows % pattern.m:
         return f"{pattern.n}:{pattern.m} needs rows ({rows}) divisible by m={pattern.m}"
+    if pattern.name == "nm" and sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
+        return f"sparsity {sparsity:g} exceeds what {pattern.n}:{pattern.m} allows ({(pattern.m - pattern.n) / pattern.m:g})"
     if pattern.name == "block" and pattern.block_size > min(rows, units):
         return f"block_size {pattern.block_size} is larger than the 2-D view ({rows} x {units})"
     if pattern.name == "kernel":
@@ -496,9 +502,7 @@ def choose_pattern(kernel: np.ndarray, sparsity: float, candidates, spatial: tup
     best, best_mask, best_norm = None, None, -1.0
     for index, candidate in enumerate(candidates):
         pattern = candidate if isinstance(candidate, Pattern) else parse_spec(candidate)
-        if applicable(pattern, kernel.shape, spatial) is not None:
-            continue
-        if pattern.name == "nm" and sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
+        if applicable(pattern, kernel.shape, spatial, sparsity) is not None:
             continue
         mask = compute_mask(kernel, sparsity, pattern, spatial)
         norm = float(np.sum(np.square(kernel[mask], dtype=np.float64)))

@@ -12,10 +12,8 @@ the logits (coupled groups: a filter's kernel column, its bias and the next laye
 """
 from __future__ import annotations
 
-import math
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
@@ -24,6 +22,7 @@ from tfprune.callbacks import GradualPruningCallback
 from tfprune.layers import prune
 from tfprune.models.lenet import WEIGHT_LAYERS, build_lenet5
 from tfprune.nested import NestedMasks
+from tfprune.report import zero_fraction
 from tfprune.schedules import OneShot, PolynomialDecay
 from tfprune.structure import unit_groups
 
@@ -49,28 +48,22 @@ def train_dense(x, y, epochs: int, batch_size: int, learning_rate: float, seed: 
     return model
 
 
-def accuracy(model, x, y) -> float:
-    logits = model.predict(x, batch_size=1000, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=1) == y))
+def weight_layers(model) -> list:
+    """The five weight layers in network order, unwrapped (a wrapper's kernel is its layer's)."""
+    by_name = {getattr(layer, "layer", layer).name: getattr(layer, "layer", layer) for layer in model.layers}
+    return [by_name[name] for name in WEIGHT_LAYERS]
 
 
-def kernels(model) -> list:
-    """The five kernels in network order (wrapped or not)."""
-    by_name = {getattr(layer, "layer", layer).name: layer for layer in model.layers}
-    return [by_name[name].kernel for name in WEIGHT_LAYERS]
-
-
-def zero_fraction(model) -> float:
-    values = [k.numpy() for k in kernels(model)]
-    return float(sum(np.count_nonzero(v == 0) for v in values) / sum(v.size for v in values))
+def kernel_sparsity(model) -> float:
+    """Fraction of zeros over the five kernels, read from the weights."""
+    return zero_fraction([layer.kernel for layer in weight_layers(model)])
 
 
 def plain_copy(model):
     """A plain LeNet-5 with `model`'s weights (wrapped layers' kernels hold kernel * mask already)."""
     plain = build_lenet5()
-    by_name = {getattr(layer, "layer", layer).name: getattr(layer, "layer", layer) for layer in model.layers}
-    for name in WEIGHT_LAYERS:
-        plain.get_layer(name).set_weights([by_name[name].kernel.numpy(), by_name[name].bias.numpy()])
+    for name, layer in zip(WEIGHT_LAYERS, weight_layers(model)):
+        plain.get_layer(name).set_weights([layer.kernel.numpy(), layer.bias.numpy()])
     return plain
 
 
@@ -121,7 +114,7 @@ def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: i
                                                     global_ranking=pattern == "irregular")])
     model = plain_copy(model)
     record["seconds"] = time.perf_counter() - start
-    record["measured_sparsity"] = zero_fraction(model)
+    record["measured_sparsity"] = kernel_sparsity(model)
     return model, record
 
 
@@ -156,7 +149,3 @@ def time_against_dense(dense, compact, x, iterations: int) -> dict:
                                  iterations), "dense")
     return {"dense_ms": timed["dense"]["p50_ms"], "compact_ms": timed["compact"]["p50_ms"],
             "speedup": timed["compact"]["speedup"]}
-
-
-def parameter_count(model) -> int:
-    return int(sum(math.prod(w.shape) for w in model.weights))

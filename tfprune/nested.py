@@ -50,9 +50,12 @@ class NestedMasks:
         self.weights = [layer.kernel.numpy().copy() for layer in self.layers]
         self.grown = 0  # levels whose masks exist
 
-    def _index(self, sparsity: float) -> int:
+    def _index(self, sparsity: float, grown: bool = False) -> int:
+        """The level's index; with `grown`, only a level whose mask exists."""
         for i, level in enumerate(self.levels):
             if abs(level - float(sparsity)) < 1e-9:
+                if grown and i >= self.grown:
+                    raise TfpruneError(f"nested level {sparsity:g} has no mask yet: grow it first")
                 return i
         raise TfpruneError(f"no nested level {sparsity:g}; levels: {self.levels}")
 
@@ -84,9 +87,7 @@ class NestedMasks:
         trained) and freeze all but the new weights for the coming training; `freeze_biases` freezes the
         layers' biases too (shared by all levels: trained with the first level only). Compile the model
         afterwards: a train step traced before holds the constraints of then."""
-        i = self._index(sparsity)
-        if i >= self.grown:
-            raise TfpruneError(f"nested level {sparsity:g} has no mask yet: grow it first")
+        i = self._index(sparsity, grown=True)
         for layer in self.layers:
             bias = getattr(layer, "bias", None)
             if freeze_biases and bias is not None:
@@ -109,9 +110,7 @@ class NestedMasks:
 
     def set_level(self, sparsity: float) -> None:
         """Write level `sparsity` (grown and trained) into the model's kernels."""
-        i = self._index(sparsity)
-        if i >= self.grown:
-            raise TfpruneError(f"nested level {sparsity:g} has no mask yet")
+        i = self._index(sparsity, grown=True)
         for layer, level_of, stored in zip(self.layers, self.level_of, self.weights):
             layer.kernel.assign(np.where(level_of <= i, stored, 0).astype(stored.dtype))
 

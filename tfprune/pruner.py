@@ -53,16 +53,42 @@ def check_patterns(layers: list[PrunableLayer], sparsity: float) -> None:
     for layer in layers:
         pattern, label, view = layer.pattern, tensor_label(layer), layer.view
         if pattern.name == "set":
-            if all(applicable(parse_spec(spec), view.shape_2d, view.spatial) for spec in pattern.candidates):
+            if all(applicable(parse_spec(spec), view.shape_2d, view.spatial, sparsity) for spec in pattern.candidates):
                 raise TfpruneError(f"no pattern of the set {list(pattern.candidates)} applies to {label} "
-                                   f"({view.shape_2d[0]} x {view.shape_2d[1]})")
+                                   f"({view.shape_2d[0]} x {view.shape_2d[1]}) at sparsity {sparsity:g}")
             continue
-        problem = applicable(pattern, view.shape_2d, view.spatial)
+        problem = applicable(pattern, view.shape_2d, view.spatial, sparsity)
         if problem:
             raise TfpruneError(f"{label}: {problem}")
-        if pattern.name == "nm" and sparsity > (pattern.m - pattern.n) / pattern.m + 1e-9:
-            raise TfpruneError(f"sparsity {sparsity:g} exceeds what {pattern.n}:{pattern.m} allows "
-                               f"({(pattern.m - pattern.n) / pattern.m:g})")
+
+
+def check_ranking(layers: list[PrunableLayer], global_ranking: bool) -> None:
+    """A global ranking needs one pattern for all layers, and one whose groups can be ranked together.
+
+    Raises:
+        TfpruneError: mixed patterns, or N:M, kernel shapes or a pattern set, under a global ranking.
+    """
+    if not global_ranking:
+        return
+    if len({layer.pattern for layer in layers}) > 1:
+        raise TfpruneError("global ranking needs one pattern for all layers, got "
+                           f"{sorted({layer.pattern.name for layer in layers})}")
+    chosen_per_kernel = {layer.pattern.name for layer in layers} & {"nm", "kernel", "set"}
+    if chosen_per_kernel:
+        raise TfpruneError(f"global ranking does not apply to the {sorted(chosen_per_kernel)[0]} pattern (its "
+                           "structure is per window or chosen per kernel); use layer-wise ranking")
+
+
+def layer_masks(layers: list[PrunableLayer], kernels: list[np.ndarray], sparsity: float,
+                global_ranking: bool = False) -> list[np.ndarray]:
+    """Keep-masks (2-D views) of `kernels` (the layers' weights, or anything of their shapes, as 2-D views)
+    at `sparsity`: one ranking across them, or each layer by its own pattern (a pattern set's choice made
+    and kept), layers in parallel threads. What the pruner installs and what ADMM projects onto."""
+    spatials = [layer.view.spatial for layer in layers]
+    if global_ranking:
+        return compute_global_masks(kernels, sparsity, layers[0].pattern, spatials)
+    patterns = [layer.resolved_pattern(sparsity) for layer in layers]
+    return list(_pool().map(compute_mask, kernels, [sparsity] * len(kernels), patterns, spatials))
 
 
 class PruningStep:
@@ -87,13 +113,7 @@ class PruningStep:
         if not layers and not self.groups:
             raise TfpruneError("nothing to prune: wrap some layers first (tfprune.prune) or pass coupled groups")
         self.layers, self.schedule, self.global_ranking = list(layers), schedule, global_ranking
-        if global_ranking and len({layer.pattern for layer in self.layers}) > 1:
-            raise TfpruneError("global ranking needs one pattern for all layers, got "
-                               f"{sorted({layer.pattern.name for layer in self.layers})}")
-        chosen_per_kernel = {layer.pattern.name for layer in self.layers} & {"nm", "kernel", "set"}
-        if global_ranking and chosen_per_kernel:
-            raise TfpruneError(f"global ranking does not apply to the {sorted(chosen_per_kernel)[0]} pattern (its "
-                               "structure is per window or chosen per kernel); use layer-wise ranking")
+        check_ranking(self.layers, global_ranking)
         check_patterns(self.layers, peak_sparsity(schedule))
         grouped = {id(w) for g in self.groups for w in g.wrappers}
         both = [layer.name for layer in self.layers if id(layer) in grouped]
@@ -229,12 +249,7 @@ class PruningStep:
         layers = [self.layers[i] for i in which]
         views = [layer.view for layer in layers]
         kernels = [view.to_2d(layer.kernel.numpy()) for view, layer in zip(views, layers)]
-        spatials = [view.spatial for view in views]
-        if self.global_ranking:
-            masks = compute_global_masks(kernels, sparsity, layers[0].pattern, spatials)
-        else:
-            patterns = [layer.resolved_pattern(sparsity) for layer in layers]
-            masks = list(_pool().map(compute_mask, kernels, [sparsity] * len(kernels), patterns, spatials))
+        masks = layer_masks(layers, kernels, sparsity, self.global_ranking)
         if self._install is None:  # all layers in one graph call: this runs every few steps
             self._install = tf.function(self._install_masks, reduce_retracing=True)
         self._install(tuple(which), [tf.constant(view.from_2d(m)) for view, m in zip(views, masks)],

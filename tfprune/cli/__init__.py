@@ -57,6 +57,16 @@ def run(main, argv=None) -> int:
     return 0
 
 
+def add_image_data_arguments(parser) -> None:
+    """The data flags of the image commands: --dataset, --data-dir, --max-train-samples, --max-test-samples
+    (the last two checked with `require_positive`)."""
+    parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default) or mnist")
+    parser.add_argument("--data-dir", help="folder with the four IDX files (gz or not); default: Debian's "
+                        "/usr/share/datasets/fashion-mnist, then Keras' downloader")
+    parser.add_argument("--max-train-samples", type=int, help="use only the first N training images (quick runs)")
+    parser.add_argument("--max-test-samples", type=int, help="use only the first N test images (quick runs)")
+
+
 def require_positive(args, *names: str) -> None:
     """A UsageError naming the first of `names` (argparse dests) whose value is below 1 (None, an optional
     flag not given, passes)."""

@@ -42,9 +42,7 @@ def parse_choices(text: str, flag: str, allowed) -> list[str]:
 
 def build_parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default) or mnist")
-    p.add_argument("--data-dir", help="folder with the four IDX files (gz or not); default: Debian's "
-                   "/usr/share/datasets/fashion-mnist, then Keras' downloader")
+    cli.add_image_data_arguments(p)
     p.add_argument("--output-dir", default="logs/lenet", help="results, table, plot (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=20, help="dense training epochs (default: %(default)s)")
     p.add_argument("--prune-epochs", type=int, default=10,
@@ -66,8 +64,6 @@ def build_parser():
     p.add_argument("--admm-iterations", type=int, default=30, help="Z/U updates (default: %(default)s)")
     p.add_argument("--admm-fraction", type=float, default=0.5,
                    help="share of --prune-epochs under the ADMM penalty, the rest masked retraining (default: %(default)s)")
-    p.add_argument("--max-train-samples", type=int, help="use only the first N training images (quick runs)")
-    p.add_argument("--max-test-samples", type=int, help="use only the first N test images (quick runs)")
     p.add_argument("--speed-iterations", type=int, default=200, help="interleaved timing rounds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=42)
     return p
@@ -101,24 +97,23 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     methods, patterns, sparsities, filter_sparsities, levels = check_args(args)
 
-    from tfprune.tasks.images import load_images
+    from tfprune.tasks.images import load_train_test
 
-    data, source = load_images(args.dataset, args.data_dir)
-    (x, y), (x_test, y_test) = data["train"], data["test"]
-    x, y = x[:args.max_train_samples], y[:args.max_train_samples]
-    x_test, y_test = x_test[:args.max_test_samples], y_test[:args.max_test_samples]
+    (x, y), (x_test, y_test), source = load_train_test(args.dataset, args.data_dir, args.max_train_samples,
+                                                       args.max_test_samples)
 
     import numpy as np
 
     from tfprune import lenet_sweep as sweep
     from tfprune import plots
+    from tfprune.challenge import accuracy
     from tfprune.models.lenet import compact_lenet
 
     clock = cli.Stopwatch()
     with cli.claim_output_dir(args.output_dir), cli.atomic_output_dir(args.output_dir) as out:
         print(f"data: {args.dataset} from {source}: {len(x)} train / {len(x_test)} test images")
         dense = sweep.train_dense(x, y, args.epochs, args.batch_size, args.learning_rate, args.seed)
-        dense_accuracy = sweep.accuracy(dense, x_test, y_test)
+        dense_accuracy = accuracy(dense, x_test, y_test)
         print(f"dense: {100 * dense_accuracy:.2f} % after {args.epochs} epochs ({clock.seconds:.0f} s)")
         rows = [{"method": "dense", "pattern": "none", "sparsity": 0.0, "measured_sparsity": 0.0,
                  "accuracy": dense_accuracy, "epochs": args.epochs}]
@@ -132,7 +127,7 @@ def main(argv=None):
                 for sparsity in sparsities if pattern == "irregular" else filter_sparsities:
                     model, row = sweep.prune_run(dense, method, pattern, sparsity, x, y, args.prune_epochs,
                                                  args.batch_size, args.learning_rate, args.seed, admm_options)
-                    row["accuracy"] = sweep.accuracy(model, x_test, y_test)
+                    row["accuracy"] = accuracy(model, x_test, y_test)
                     rows.append(row)
                     if pattern == "filter":
                         filtered[method, sparsity] = model
@@ -148,19 +143,20 @@ def main(argv=None):
                 if level not in own:  # the comparison: the same level pruned on its own, same epochs
                     alone, row = sweep.prune_run(dense, "oneshot", "irregular", level, x, y, args.prune_epochs,
                                                  args.batch_size, args.learning_rate, args.seed)
-                    row["accuracy"] = sweep.accuracy(alone, x_test, y_test)
+                    row["accuracy"] = accuracy(alone, x_test, y_test)
                     own[level] = row
                 nested.set_level(level)
                 row = {"method": "nested", "pattern": "irregular", "sparsity": level,
-                       "measured_sparsity": sweep.zero_fraction(model), "accuracy": sweep.accuracy(model, x_test, y_test),
+                       "measured_sparsity": sweep.kernel_sparsity(model), "accuracy": accuracy(model, x_test, y_test),
                        "epochs": args.prune_epochs, "alone_accuracy": own[level]["accuracy"]}
                 nested_rows.append(row)
                 print(f"nested   level {100 * level:5.1f} %: accuracy {100 * row['accuracy']:.2f} % "
                       f"(pruned on its own: {100 * row['alone_accuracy']:.2f} %)")
             rows += nested_rows
-            np.savez_compressed(os.path.join(out, "nested_model.npz"), levels=np.array(nested.levels),
-                                **{f"weights_{i}": w for i, w in enumerate(nested.state()["weights"])},
-                                **{f"level_of_{i}": lv for i, lv in enumerate(nested.state()["level_of"])},
+            state = nested.state()
+            np.savez_compressed(os.path.join(out, "nested_model.npz"), levels=np.array(state["levels"]),
+                                **{f"weights_{i}": w for i, w in enumerate(state["weights"])},
+                                **{f"level_of_{i}": lv for i, lv in enumerate(state["level_of"])},
                                 **{f"bias_{i}": layer.bias.numpy() for i, layer in enumerate(nested.layers)})
 
         compact_rows = []
@@ -168,7 +164,7 @@ def main(argv=None):
             compact, widths = compact_lenet(model)
             gap = float(np.abs(compact.predict(x_test[:1000], verbose=0) - model.predict(x_test[:1000], verbose=0)).max())
             row = {"method": method, "sparsity": sparsity, "widths": widths, "max_abs_logit_diff": gap,
-                   "parameters": sweep.parameter_count(compact), "parameters_dense": sweep.parameter_count(dense)}
+                   "parameters": compact.count_params(), "parameters_dense": dense.count_params()}
             for batch in (1, 256):
                 row[f"batch{batch}"] = sweep.time_against_dense(dense, compact, x_test[:batch], args.speed_iterations)
             compact_rows.append(row)

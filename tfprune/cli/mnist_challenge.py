@@ -30,9 +30,7 @@ def parse_ks(text: str) -> list[int]:
 
 def build_parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default) or mnist")
-    p.add_argument("--data-dir", help="folder with the four IDX files (gz or not); default: Debian's "
-                   "/usr/share/datasets/fashion-mnist, then Keras' downloader")
+    cli.add_image_data_arguments(p)
     p.add_argument("--output-dir", default="logs/mnist_challenge", help="results, plot, TensorBoard (default: %(default)s)")
     p.add_argument("--ks", default=DEFAULT_KS, help="pruning percentages, each in [0, 100) (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=15, help="training epochs (default: %(default)s)")
@@ -43,8 +41,6 @@ def build_parser():
     p.add_argument("--dropout", type=float, default=0.0, help="dropout after hidden layers, training only")
     p.add_argument("--finetune-epochs", type=int, default=0, help="recovery: gradual pruning to each k while "
                    "training this many epochs (0: one-shot only, the challenge)")
-    p.add_argument("--max-train-samples", type=int, help="use only the first N training images (quick runs)")
-    p.add_argument("--max-test-samples", type=int, help="use only the first N test images (quick runs)")
     p.add_argument("--speed-runs", type=int, default=20, help="timed runs per latency (median; default: %(default)s)")
     p.add_argument("--no-speed", action="store_true", help="skip the latency table")
     p.add_argument("--export-onnx", action="store_true", help="export the dense network and the 90 %% weight- and "
@@ -67,12 +63,10 @@ def main(argv=None):
     if not 0.0 <= args.dropout < 1.0:
         raise cli.UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
 
-    from tfprune.tasks.images import load_images
+    from tfprune.tasks.images import load_train_test
 
-    data, source = load_images(args.dataset, args.data_dir)
-    (x, y), (x_test, y_test) = data["train"], data["test"]
-    x, y = x[:args.max_train_samples], y[:args.max_train_samples]
-    x_test, y_test = x_test[:args.max_test_samples], y_test[:args.max_test_samples]
+    (x, y), (x_test, y_test), source = load_train_test(args.dataset, args.data_dir, args.max_train_samples,
+                                                       args.max_test_samples)
 
     import numpy as np
     import tensorflow as tf

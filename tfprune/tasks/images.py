@@ -80,6 +80,14 @@ def load_images(dataset: str = "fashion_mnist", data_dir: str | None = None) -> 
             for split, (x, y) in splits.items()}, source
 
 
+def load_train_test(dataset: str, data_dir: str | None, max_train: int | None = None,
+                    max_test: int | None = None) -> tuple[tuple, tuple, str]:
+    """((x, y), (x_test, y_test), where they came from): `load_images`, each split cut to its first N images."""
+    data, source = load_images(dataset, data_dir)
+    (x, y), (x_test, y_test) = data["train"], data["test"]
+    return (x[:max_train], y[:max_train]), (x_test[:max_test], y_test[:max_test]), source
+
+
 def _keras_download(dataset: str) -> dict:
     from tfprune._keras import keras
 
