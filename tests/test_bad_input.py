@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import assert_one_line_error, run
 from tfprune import cli
-from tfprune.cli import lenet_pruning, mnist_challenge, train_mrpc
+from tfprune.cli import lenet_pruning, mnist_challenge, token_lstm, token_search, train_mrpc
 
 
 class Result:
@@ -57,6 +57,10 @@ MRPC_CASES = [
     (["--pattern", "block", "--block-size", "100"], "block_size 100 is larger than"),
     (["--pattern", "block", "--block-size", "0"], "block_size must be a positive integer"),
     (["--prune-scope", "heads"], "--prune-scope must be one of"),
+    (["--token-pruning", "0.1,0.2,0.3"], "lists 3 rates; the model has 2 layers"),
+    (["--token-pruning", "0,1"], "rate 1 for layer 1 is outside [0, 1)"),
+    (["--token-pruning", "0.1,fast"], "comma-separated list of rates"),
+    (["--keep-sep"], "--keep-sep applies to token pruning"),
     (["--data-dir", "/nonexistent/MRPC"], "data directory /nonexistent/MRPC does not exist"),
     (["--model", "/nonexistent/model"], "model directory /nonexistent/model does not exist"),
 ]
@@ -231,6 +235,37 @@ def test_mnist_rejects(extra, fragment, tmp_path, capsys):
 def test_lenet_pruning_rejects(extra, fragment, tmp_path, capsys):
     out = tmp_path / "never"
     result = call(lenet_pruning.main, ["--output-dir", str(out), *extra], capsys)
+    assert_one_line_error(result, fragment)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--target-speedup", "1"], "--target-speedup must be a finite number > 1"),
+    (["--target-speedup", "inf"], "--target-speedup must be a finite number > 1"),
+    (["--flops-budget", "0"], "--flops-budget must be > 0"),
+    (["--target-speedup", "2", "--step", "1.5"], "--step and --max-rate must lie in (0, 1)"),
+    (["--target-speedup", "2", "--model", "/nonexistent/run"], "--model /nonexistent/run does not exist"),
+    (["--target-speedup", "50"], "a speed-up of 50x is out of reach"),
+])
+def test_token_search_rejects(extra, fragment, tiny_bert_dir, mrpc_dir, tmp_path, capsys):
+    out = tmp_path / "never"
+    args = ["--model", tiny_bert_dir, "--task", "mrpc", "--data-dir", mrpc_dir, "--output-dir", str(out)]
+    result = call(token_search.main, [*args, *extra], capsys)
+    assert_one_line_error(result, fragment)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--rates", "0.5,1.2"], "--rates needs distinct rates in [0, 1)"),
+    (["--rates", "0.5,0.5"], "--rates needs distinct rates in [0, 1)"),
+    (["--rates", "half"], "--rates is a comma-separated list"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--tokenizer", "/nonexistent/tok"], "--tokenizer /nonexistent/tok does not exist"),
+])
+def test_token_lstm_rejects(extra, fragment, mrpc_dir, tmp_path, capsys):
+    out = tmp_path / "never"
+    result = call(token_lstm.main, ["--task", "mrpc", "--data-dir", mrpc_dir, "--output-dir", str(out), *extra],
+                  capsys)
     assert_one_line_error(result, fragment)
     assert_nothing_written(out)
 

@@ -122,6 +122,30 @@ def test_pattern_set_records_each_matrix_choice_and_prunes_with_it(glue_dir, tin
         assert dead.sum() == kernel.shape[1 - axis] // 2, (label, spec)
 
 
+def test_token_pruning_trains_saves_and_reloads_pruned(glue_dir, tiny_bert_dir, tmp_path, capsys):
+    from tfprune.models import bert
+    from tfprune.models.bert.token_pruning import kept_tokens, schedule_of
+    from tfprune.tasks.glue import PairBatches, load_glue
+    from tfprune.tasks.glue_tasks import get_task
+    from tfprune.training import evaluate
+
+    out = tmp_path / "run"
+    captured = _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--token-pruning", "0.5,0",
+                                      "--max-train-samples", "32", "--max-eval-samples", "24"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["run_name"] == "tokens-0.5-0" and results["measured_ffn_sparsity"] == 0.0
+    report = results["token_pruning"]
+    assert report["rates"] == [0.5, 0.0] and report["examples"] == 24
+    model, tokenizer, _ = bert.load_classifier(str(out / "model"))
+    assert schedule_of(model)["rates"] == [0.5, 0.0]  # the saved model prunes tokens again
+    rows = load_glue(get_task("mrpc"), str(glue_dir / "MRPC"))[0]["dev"][:24]
+    dev = PairBatches(tokenizer, rows, 64)
+    lengths = [len(ids) for ids in dev.features["input_ids"]]
+    assert report["mean_tokens_per_layer"][1] == round(np.mean([kept_tokens([0.5, 0], n)[1] for n in lengths]), 1)
+    assert evaluate(model, dev) == results["metrics"]
+    assert "token pruning: mean tokens per layer" in captured.out
+
+
 def _variable(label: str) -> str:
     """The kernel variable's path for a pruned tensor's label (layer_0/ffn_up -> /layer_._0/intermediate/dense/kernel:0)."""
     layer, matrix = label.split("/")

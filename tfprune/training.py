@@ -24,6 +24,15 @@ def logits_function(model):
     return forward
 
 
+def forget_compiled_functions(model) -> None:
+    """Drop the traced forward passes kept on `model` (logits_function's and Keras'), after a change that
+    tracing fixes in the graph, such as a new token pruning schedule."""
+    model.__dict__.pop("_tfprune_forward", None)
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
 def predict_logits(model, batches) -> np.ndarray:
     """Logits for every example of a PairBatches, in order."""
     forward = logits_function(model)

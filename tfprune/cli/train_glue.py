@@ -12,6 +12,10 @@ results.json, and the stripped model in Hugging Face layout (reloads without tfp
     python train_glue.py --task stsb --final-sparsity 0                 # dense (no wrappers); STS-B: regression
     python train_glue.py --task mrpc --prune-scope all --final-sparsity 0.9 --teacher logs/mrpc/dense/model
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --final-sparsity 0.7 --epochs 10
+    python train_glue.py --task mrpc --init-from logs/mrpc/dense --token-pruning 0,0.3,0.3,0.3,0.3,0
+
+Token pruning (--token-pruning, one rate per layer) drops the least attended tokens after every layer with a
+rate, during training and in the saved model; alone, or with any of the weight pruning above.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import json
 import os
 
 from tfprune import cli
+from tfprune.errors import TfpruneError
 
 # Fine-tuning defaults by model. Hugging Face's run_glue defaults are tuned for bert-base-uncased; a model of
 # the packaged all-MiniLM-L6-v2's shape (it, or a model fine-tuned from it) gets the values measured best
@@ -85,10 +90,16 @@ def build_parser(task: str | None = None):
                    "Hugging Face checkpoint when every layer keeps the same width and all heads, else tfprune's "
                    "compact BERT, loaded by tfprune.models.bert.load_classifier), its logits checked against the "
                    "masked model's on the dev set")
+    g = p.add_argument_group(
+        "token pruning", "After every encoder layer with a rate r > 0, each example keeps ceil((1 - r) x its "
+        "tokens), the most attended ones ([CLS] always), in order; later layers run on shorter sequences.")
+    g.add_argument("--token-pruning", metavar="RATES", help="one rate in [0, 1) per encoder layer, comma-separated "
+                   "(0: no pruner after that layer), e.g. 0,0,0.1,0.2,0.3,0.3 (see tfprune-token-search)")
+    g.add_argument("--keep-sep", action="store_true", help="keep the [SEP] tokens as well as [CLS]")
     g = p.add_argument_group("prune, then retrain")
     g.add_argument("--init-from", help="a fine-tuned model (a run's folder or its model/), loaded instead of "
-                   "--model: pruned one-shot to --final-sparsity, then retrained with early stopping (instead of "
-                   "the gradual schedule)")
+                   "--model: pruned one-shot to --final-sparsity (or tokens pruned), then retrained with early "
+                   "stopping (instead of the gradual schedule)")
     g.add_argument("--patience", type=int, help="with --init-from: stop after N epochs without a better dev "
                    "metric, keeping the best epoch's weights (default: 2)")
     g = p.add_argument_group("knowledge distillation")
@@ -193,11 +204,27 @@ def check_ranges(args) -> None:
     if args.compact and not structured(args):
         raise cli.UsageError("--compact removes the neurons and heads pruned by --prune-neurons/--prune-heads: "
                              "give one of them")
+    if args.token_pruning is not None:
+        args.token_pruning = parse_rates(args.token_pruning)
+    if args.keep_sep and not args.token_pruning:
+        raise cli.UsageError("--keep-sep applies to token pruning: give --token-pruning")
     if args.final_sparsity is None:
-        args.final_sparsity = 0.0 if structured(args) else 0.7
-    if args.init_from and args.final_sparsity == 0 and not structured(args):
-        raise cli.UsageError("--init-from prunes one-shot to --final-sparsity (or --prune-neurons/--prune-heads): "
-                             "give a sparsity > 0")
+        args.final_sparsity = 0.0 if structured(args) or args.token_pruning else 0.7
+    if args.init_from and args.final_sparsity == 0 and not structured(args) and not args.token_pruning:
+        raise cli.UsageError("--init-from prunes one-shot to --final-sparsity (or --prune-neurons/--prune-heads, or "
+                             "tokens with --token-pruning): give a sparsity > 0")
+
+
+def parse_rates(text: str) -> list[float]:
+    """--token-pruning's list; its length is checked against the model once it is loaded."""
+    from tfprune.models.bert.token_pruning import check_rates
+    from tfprune.models.bert.token_pruning import parse_rates as parse
+
+    try:
+        rates = parse(text)
+        return check_rates(rates, len(rates))
+    except TfpruneError as error:
+        raise cli.UsageError(f"--token-pruning: {error}") from None
 
 
 def structured(args) -> bool:
@@ -268,6 +295,9 @@ def default_run_name(args, pattern, dense_run: bool) -> str:
     if structured(args):
         name = "-".join(f"{kind}-{fraction:g}" for kind, fraction in (("neurons", args.prune_neurons),
                                                                       ("heads", args.prune_heads)) if fraction)
+    if args.token_pruning:
+        tokens = "tokens-" + "-".join(f"{rate:g}" for rate in args.token_pruning)
+        name = tokens if dense_run else f"{name}-{tokens}"
     if args.init_from:
         name = f"oneshot-{name}"
     return f"{name}-kd" if args.teacher else name
@@ -324,6 +354,11 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     model, tokenizer, model_used = bert.load_classifier(args.init_from or args.model, num_labels=task.num_labels,
                                                         seed=args.seed)
     defaults_used = training_defaults(args, model)
+    if args.token_pruning:  # checked against the model's layer count before any training
+        try:
+            bert.apply_token_pruning(model, args.token_pruning, args.keep_sep, tokenizer.sep_token_id)
+        except TfpruneError as error:
+            raise cli.UsageError(f"--token-pruning: {error}") from None
     if args.init_from and args.patience is None:
         args.patience = 2
 
@@ -401,14 +436,16 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         checkpoints.clear()
     for _ in range(initial_epoch):  # the data order the finished epochs left (Keras starts a fresh Sequence)
         train.on_epoch_end()
-    mode = "dense" if dense_run else "one-shot, then retrain" if args.init_from else "gradual"
+    mode = ("retrain" if args.init_from else "dense") if dense_run else (
+        "one-shot, then retrain" if args.init_from else "gradual")
     what = (" and ".join(f"{fraction:.0%} of each layer's {'FFN neurons' if kind == 'neurons' else 'heads'}"
                          for kind, (fraction, _) in unit_groups.items()) if unit_groups
             else f"{len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to {args.final_sparsity:.0%}")
     print(f"task: {task.name}; model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} "
           f"dev examples); {total_steps} steps; training defaults: {defaults_used}; " +
           (f"pruning {what} ({mode}" + (")" if args.init_from else f", by step {end_step})") if wrappers else "dense") +
-          (f"; distilling from {args.teacher}" if args.teacher else ""))
+          (f"; distilling from {args.teacher}" if args.teacher else "") +
+          (f"; token pruning {','.join(f'{r:g}' for r in args.token_pruning)}" if args.token_pruning else ""))
 
     clock = cli.Stopwatch()
     with cli.atomic_output_dir(output_dir) as out:
@@ -455,6 +492,10 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             "eval_examples": len(dev_rows), "seed": args.seed, "arguments": vars(args),
             "pruned_tensors": pruned["tensors"] if pruned else [],
         }
+        if args.token_pruning:
+            from tfprune.models.bert.token_pruning import token_report
+
+            results["token_pruning"] = token_report(model, [len(ids) for ids in dev.features["input_ids"]])
         if pattern.name == "set" and wrappers:
             results["chosen_patterns"] = {tensor_label(w): w.chosen_pattern for w in wrappers}
         if pruning is not None:
@@ -484,6 +525,10 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
               f"({compacted['format']} checkpoint); max |logit difference| to the masked model "
               f"{compacted['parity']['max_abs_logit_diff']:.1e} over {compacted['parity']['examples']} dev examples")
     chosen = f" (epoch {best_epoch['epoch']}, the best)" if best_epoch else ""
+    if args.token_pruning:
+        report = results["token_pruning"]
+        print(f"token pruning: mean tokens per layer on the dev set {report['mean_tokens_per_layer']}; encoder FLOPs "
+              f"speed-up {report['flops_speedup']:.2f}x")
     print(f"\n{task.name} dev {format_metrics(final)}{chosen}; FFN sparsity {100 * ffn_sparsity:.2f} %; encoder "
           f"sparsity {100 * encoder_sparsity:.2f} %; train {train_seconds:.0f} s; outputs in {output_dir}")
 

@@ -111,6 +111,15 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_local(folder: str, num_labels: int, seed: int):
+    """_read_local, with the token pruning schedule a saved model carries in its config applied."""
+    from tfprune.models.bert.token_pruning import apply_from_config
+
+    model, tokenizer = _read_local(folder, num_labels, seed)
+    apply_from_config(model)
+    return model, tokenizer
+
+
+def _read_local(folder: str, num_labels: int, seed: int):
     from transformers import AutoTokenizer, TFBertForSequenceClassification
 
     from tfprune._keras import keras
