@@ -11,15 +11,23 @@ import tensorflow as tf
 
 from tfprune._keras import keras
 from tfprune.errors import TfpruneError, first_line
+from tfprune.tasks.glue import FEATURES
 from tfprune.tasks.metrics import accuracy_and_f1
 
 
 def logits_function(model):
-    """features -> logits of a HF classifier, as one retrace-tolerant tf.function kept on the model, so
-    evaluation after every epoch and the ONNX parity checks do not trace it again."""
+    """features -> logits of a classifier (a Hugging Face model's `.logits`, or a Keras model's output), one
+    tf.function kept on the model and traced once for every batch size and length (int32 PairBatches
+    features), so evaluation after every epoch, the ONNX parity checks, timing and a schedule search (after
+    `forget_compiled_functions`) each trace it once."""
     forward = getattr(model, "_tfprune_forward", None)
     if forward is None:
-        forward = tf.function(lambda features: model(features, training=False).logits, reduce_retracing=True)
+        def logits(features):
+            outputs = model(features, training=False)
+            return getattr(outputs, "logits", outputs)
+
+        signature = [{key: tf.TensorSpec((None, None), tf.int32, name=key) for key in FEATURES}]
+        forward = tf.function(logits, input_signature=signature)
         model._tfprune_forward = forward
     return forward
 

@@ -75,6 +75,15 @@ def require_positive(args, *names: str) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 
+def comma_separated(text: str, convert, message: str) -> list:
+    """convert(part) for every non-empty part of a comma-separated flag value; UsageError(message) when a
+    part does not convert."""
+    try:
+        return [convert(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(message) from None
+
+
 def sparsity_arg(text: str) -> float:
     """argparse type for a sparsity in [0, 1)."""
     try:

@@ -20,10 +20,7 @@ from tfprune import cli
 
 
 def parse_fractions(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise cli.UsageError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+    values = cli.comma_separated(text, float, f"{flag} must be comma-separated numbers, got {text!r}")
     bad = [v for v in values if not 0.0 <= v < 1.0]
     if bad:
         raise cli.UsageError(f"{flag} values must be in [0, 1), got {bad}")

@@ -18,10 +18,7 @@ DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
 
 
 def parse_ks(text: str) -> list[int]:
-    try:
-        ks = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise cli.UsageError(f"--ks must be comma-separated integers, got {text!r}") from None
+    ks = cli.comma_separated(text, int, f"--ks must be comma-separated integers, got {text!r}")
     bad = [k for k in ks if not 0 <= k < 100]
     if bad or not ks:
         raise cli.UsageError(f"--ks values must be in [0, 100), got {bad or text!r}")

@@ -38,10 +38,7 @@ def build_parser():
 
 def parse_lstm_rates(text: str) -> list[float]:
     """--rates: each in (0, 1), no repeats; 0 is left out (the unpruned LSTM is always there)."""
-    try:
-        rates = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise cli.UsageError(f"--rates is a comma-separated list of rates in (0, 1), got {text!r}") from None
+    rates = cli.comma_separated(text, float, f"--rates is a comma-separated list of rates in (0, 1), got {text!r}")
     bad = [rate for rate in rates if not 0.0 <= rate < 1.0]
     if bad or not rates or len(set(rates)) != len(rates):
         raise cli.UsageError(f"--rates needs distinct rates in [0, 1), got {text!r}")
@@ -79,8 +76,6 @@ def _packaged_tokenizer() -> str:
 
 
 def _run(args, task, tokenizer_dir: str, output_dir: str) -> None:
-    import numpy as np
-    import tensorflow as tf
     from transformers import AutoTokenizer
 
     from tfprune._keras import keras
@@ -88,7 +83,7 @@ def _run(args, task, tokenizer_dir: str, output_dir: str) -> None:
     from tfprune.models.lstm import LSTMClassifier
     from tfprune.tasks.glue import PairBatches, as_keras_sequence, load_glue
     from tfprune.tasks.metrics import task_metrics
-    from tfprune.training import format_metrics
+    from tfprune.training import evaluate, format_metrics, logits_function
 
     data, source = load_glue(task, args.data_dir)
     train_rows, dev_rows = data["train"][:args.max_train_samples], data["dev"][:args.max_eval_samples]
@@ -99,7 +94,6 @@ def _run(args, task, tokenizer_dir: str, output_dir: str) -> None:
     dev = PairBatches(tokenizer, dev_rows, 64, args.max_seq_length, regression=regression)
     print(f"task: {task.name}; data: {source} ({len(train_rows)} train / {len(dev_rows)} dev examples); "
           f"rates 0 (unpruned), {', '.join(f'{r:g}' for r in args.rates)}")
-    spec = [{key: tf.TensorSpec((None, None), tf.int32) for key in dev.features}]
     loss = (keras.losses.MeanSquaredError() if regression
             else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rows, forwards = [], {}
@@ -110,13 +104,11 @@ def _run(args, task, tokenizer_dir: str, output_dir: str) -> None:
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss)
         fit_clock = cli.Stopwatch()
         model.fit(as_keras_sequence(train), epochs=args.epochs, verbose=2, shuffle=False)
-        forward = tf.function(lambda features, model=model: model(features, training=False), input_signature=spec)
-        logits = np.concatenate([forward(dev.batch(i)[0]).numpy() for i in range(len(dev))])
-        metrics = task_metrics(task.metrics, dev.labels, logits[:, 0] if regression else logits.argmax(1))
+        metrics = evaluate(model, dev, lambda labels, p: task_metrics(task.metrics, labels, p), regression)
         print(f"rate {rate:g}: dev {format_metrics(metrics)}; train {fit_clock.seconds:.0f} s", flush=True)
         rows.append({"rate": rate, "metrics": metrics, "train_seconds": fit_clock.seconds,
                      "parameters": model.count_params()})
-        forwards[rate] = forward
+        forwards[rate] = logits_function(model)  # traced once by evaluate
     sets = {"dev": [dev.batch(i)[0] for i in range(len(dev))],
             f"dev_padded_{args.max_seq_length}": [_padded(dev.batch(i)[0], args.max_seq_length)
                                                   for i in range(len(dev))]}

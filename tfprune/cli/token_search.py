@@ -56,14 +56,12 @@ def main(argv=None):
 
 
 def _search(args, task, model_dir: str, output_dir: str) -> None:
-    import numpy as np
-    import tensorflow as tf
-
     from tfprune.models import bert
     from tfprune.models.bert.token_pruning import flops_speedup
     from tfprune.models.bert.token_search import greedy_schedule
     from tfprune.tasks.glue import PairBatches, load_glue
     from tfprune.tasks.metrics import task_metrics
+    from tfprune.training import evaluate
 
     data, data_source = load_glue(task, args.data_dir)
     dev_rows = data["dev"][:args.max_eval_samples]
@@ -73,14 +71,9 @@ def _search(args, task, model_dir: str, output_dir: str) -> None:
     name = task.metrics[0]
     layers = len(bert.encoder_layers(model))
 
-    spec = [{key: tf.TensorSpec((None, None), tf.int32) for key in dev.features}]
-
     def metric(rates):
-        bert.apply_token_pruning(model, rates, args.keep_sep, tokenizer.sep_token_id)
-        forward = tf.function(lambda features: model(features, training=False).logits, input_signature=spec)
-        logits = np.concatenate([forward(dev.batch(i)[0]).numpy() for i in range(len(dev))])  # one trace
-        predictions = logits[:, 0] if task.is_regression else logits.argmax(axis=1)
-        return task_metrics(task.metrics, dev.labels, predictions)[name]
+        bert.apply_token_pruning(model, rates, args.keep_sep, tokenizer.sep_token_id)  # a new trace: one per call
+        return evaluate(model, dev, lambda labels, p: task_metrics(task.metrics, labels, p), task.is_regression)[name]
 
     def speedup(rates):
         return flops_speedup(model, rates, lengths)

@@ -71,6 +71,9 @@ def _load_tfds() -> dict[str, list]:
             for name, split in zip(("train", "dev"), splits)}
 
 
+FEATURES = ("input_ids", "attention_mask", "token_type_ids")  # what a batch holds, int32 (batch, length)
+
+
 class PairBatches:
     """Tokenized examples (sentence pairs, or single sentences where the second is None) served as padded
     batches: a Keras `Sequence`-compatible iterable of (features, targets). `targets` are the labels (int
@@ -80,7 +83,7 @@ class PairBatches:
                  regression: bool = False):
         second = None if all(r[1] is None for r in rows) else [r[1] for r in rows]
         encoded = tokenizer([r[0] for r in rows], second, truncation=True, max_length=max_length)
-        self.features = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+        self.features = {key: encoded[key] for key in FEATURES}
         self.labels = np.array([r[2] for r in rows], np.float32 if regression else np.int32)
         self.targets = self.labels
         self.batch_size, self.shuffle = batch_size, shuffle

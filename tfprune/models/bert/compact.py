@@ -127,13 +127,17 @@ def _one_head_scores(tensor, batch_size):
 
 
 def build(config, sizes: list[dict] | None = None):
-    """A TFBertForSequenceClassification of `config`, its layers narrowed to `sizes` when given."""
+    """A TFBertForSequenceClassification of `config`, its layers narrowed to `sizes` when given, pruning
+    tokens when the config holds a token pruning schedule (a compacted token-pruned model keeps its pruner)."""
     from transformers import TFBertForSequenceClassification
+
+    from tfprune.models.bert.token_pruning import apply_from_config
 
     model = TFBertForSequenceClassification(config)
     model(model.dummy_inputs, training=False)
     if sizes:
         narrow(model, sizes)
+    apply_from_config(model)
     return model
 
 
@@ -171,9 +175,6 @@ def compact(model):
             if source.bias is not None:
                 bias = source.bias.numpy()
                 target.bias.assign(bias if cols is None else bias[cols])
-    from tfprune.models.bert.token_pruning import apply_from_config
-
-    apply_from_config(result)  # the same token pruning as `model`, if any
     return result, sizes
 
 
@@ -211,13 +212,12 @@ def save(model, tokenizer, folder: str) -> str:
 
 def load_pretrained(folder: str, config=None):
     """The TFBertForSequenceClassification saved in `folder` (tf_model.h5) by `save` or `save_pretrained`,
-    per-layer sizes and a token pruning schedule applied where config.json has them (errors: those of reading config.json, or a checkpoint
-    that does not fit its sizes)."""
+    per-layer sizes and a token pruning schedule applied where config.json has them (errors: those of reading
+    config.json, or a checkpoint that does not fit its sizes)."""
     from transformers.modeling_tf_utils import load_tf_weights
 
     from tfprune.errors import first_line
     from tfprune.models.bert.loading import read_config
-    from tfprune.models.bert.token_pruning import apply_from_config
 
     config = config or read_config(folder)
     model = build(config, getattr(config, LAYER_SIZES_KEY, None))
@@ -232,5 +232,4 @@ def load_pretrained(folder: str, config=None):
     if missing or unexpected or mismatched:
         raise TfpruneError(f"{weights} does not fit the sizes in its config.json (layers missing: {missing}, "
                            f"unexpected: {unexpected}, mismatched weights: {len(mismatched)})")
-    apply_from_config(model)  # a token pruning schedule saved with the model
     return model

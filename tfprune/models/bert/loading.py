@@ -111,18 +111,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_local(folder: str, num_labels: int, seed: int):
-    """_read_local, with the token pruning schedule a saved model carries in its config applied."""
-    from tfprune.models.bert.token_pruning import apply_from_config
-
-    model, tokenizer = _read_local(folder, num_labels, seed)
-    apply_from_config(model)
-    return model, tokenizer
-
-
-def _read_local(folder: str, num_labels: int, seed: int):
+    """(model, tokenizer) of a local folder; a token pruning schedule in its config.json is applied (by
+    compact.build, or after from_pretrained)."""
     from transformers import AutoTokenizer, TFBertForSequenceClassification
 
     from tfprune._keras import keras
+    from tfprune.models.bert.compact import LAYER_SIZES_KEY, build, load_pretrained
 
     config = read_config(folder, num_labels=num_labels)
     try:
@@ -131,14 +125,16 @@ def _read_local(folder: str, num_labels: int, seed: int):
         raise TfpruneError(f"model directory {folder}: no usable tokenizer ({type(error).__name__})") from None
     weights = os.path.join(folder, "tf_model.h5")
     if os.path.isfile(weights):
-        from tfprune.models.bert.compact import LAYER_SIZES_KEY, load_pretrained
-
         if getattr(config, LAYER_SIZES_KEY, None):  # per-layer sizes: tfprune's compact BERT
             return load_pretrained(folder, config), tokenizer
         try:
-            return TFBertForSequenceClassification.from_pretrained(folder, config=config), tokenizer
+            model = TFBertForSequenceClassification.from_pretrained(folder, config=config)
         except (OSError, ValueError, KeyError) as error:  # h5py on a truncated or foreign file
             raise TfpruneError(f"{weights} is not a readable TF BERT checkpoint ({first_line(error)})") from None
+        from tfprune.models.bert.token_pruning import apply_from_config
+
+        apply_from_config(model)
+        return model, tokenizer
     safetensors = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not safetensors:
         raise TfpruneError(f"model directory {folder} has neither tf_model.h5 nor model.safetensors")
@@ -148,8 +144,7 @@ def _read_local(folder: str, num_labels: int, seed: int):
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     keras.utils.set_random_seed(seed)  # the classifier head is new: make its initial weights reproducible
-    model = TFBertForSequenceClassification(config)
-    model(model.dummy_inputs, training=False)
+    model = build(config)
     state = {}
     for path in safetensors:
         try:

@@ -18,8 +18,8 @@ from tfprune.errors import TfpruneError
 from tfprune.tokens import kept_count, select
 
 TOKEN_PRUNING_KEY = "tfprune_token_pruning"
-__all__ = ["TOKEN_PRUNING_KEY", "apply", "apply_from_config", "check_rates", "flops_speedup", "kept_count",
-           "kept_tokens", "layer_flops", "parse_rates", "schedule_of", "select", "significance", "token_report"]
+
+
 def parse_rates(text: str) -> list[float]:
     """'0,0,0.1,0.2' -> [0.0, 0.0, 0.1, 0.2] (raises TfpruneError on anything else)."""
     try:
@@ -206,7 +206,8 @@ def apply(model, rates, keep_sep: bool = False, sep_token_id: int | None = None)
 
 
 def schedule_of(model) -> dict | None:
-    """{"rates": [...], "keep_sep": bool, "sep_token_id": int} of a token-pruned model (read from its config), else None."""
+    """{"rates": [...], "keep_sep": bool, "sep_token_id": int} of a token-pruned model (from its config), else
+    None."""
     return getattr(model.config, TOKEN_PRUNING_KEY, None) or None
 
 
