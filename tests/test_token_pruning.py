@@ -1,5 +1,6 @@
 """Token (sequence) pruning of TF BERT: which tokens go, how many, in which order, against a reference
 computed layer by layer; padding; saving, reloading and ONNX; the schedule search."""
+import contextlib
 import math
 
 import numpy as np
@@ -23,6 +24,16 @@ def three_layers():
     model = TFBertForSequenceClassification(config)
     model(model.dummy_inputs)
     return model
+
+
+@contextlib.contextmanager
+def token_pruned(model, rates, **options):
+    """The module's shared model pruning tokens with `rates` inside the block, plain again after it."""
+    tp.apply(model, rates, **options)
+    try:
+        yield
+    finally:
+        tp.apply(model, [0.0] * len(rates))
 
 
 def batch(lengths, width=20, seed=0):
@@ -61,36 +72,27 @@ def _rows(features):
 
 def test_pruned_logits_equal_a_layer_by_layer_reference(three_layers):
     x = batch([20, 13, 6, 9])
-    tp.apply(three_layers, [0.5, 0.25, 0.0])
-    try:
+    with token_pruned(three_layers, [0.5, 0.25, 0.0]):
         got = three_layers(x).logits.numpy()
         np.testing.assert_allclose(got, reference_logits(three_layers, x, [0.5, 0.25, 0.0]), atol=2e-6)
-    finally:
-        tp.apply(three_layers, [0, 0, 0])
 
 
 def test_sequence_shortens_to_the_largest_kept_count(three_layers):
     x = batch([20, 13, 6, 9])
-    tp.apply(three_layers, [0.5, 0.3, 0.0])
-    try:
+    with token_pruned(three_layers, [0.5, 0.3, 0.0]):
         hidden = three_layers(x, output_hidden_states=True).hidden_states
         # 20 real tokens at most: ceil(0.5 * 20) = 10, then ceil(0.7 * 10) = 7, unchanged by the last layer
         assert [int(h.shape[1]) for h in hidden] == [20, 10, 7, 7]
         assert tp.kept_tokens([0.5, 0.3, 0.0], 13) == [13, 7, 5]
-    finally:
-        tp.apply(three_layers, [0, 0, 0])
 
 
 def test_padding_is_dropped_first_and_changes_nothing(three_layers):
     x = batch([20, 13, 6, 9])
-    tp.apply(three_layers, [0.2, 0.2, 0.0])
-    try:
+    with token_pruned(three_layers, [0.2, 0.2, 0.0]):
         padded = three_layers(x).logits.numpy()
         for row, length in enumerate([20, 13, 6, 9]):
             alone = {k: v[row:row + 1, :length] for k, v in x.items()}
             np.testing.assert_allclose(three_layers(alone).logits.numpy()[0], padded[row], atol=1e-6)
-    finally:
-        tp.apply(three_layers, [0, 0, 0])
 
 
 def test_zero_rates_give_back_the_plain_encoder_and_its_exact_logits(three_layers):
@@ -122,9 +124,8 @@ def test_select_keeps_cls_protected_and_best_tokens_in_order():
 def test_keep_sep_keeps_every_sep(three_layers):
     x = batch([20, 12])
     x["input_ids"][0, [7, 19]] = x["input_ids"][1, [5, 11]] = 3
-    tp.apply(three_layers, [0.85, 0.0, 0.0], keep_sep=True, sep_token_id=3)  # 3 of 20 and 2 of 12 kept
     assert [tp.kept_count(0.85, 20), tp.kept_count(0.85, 12)] == [3, 2]  # 0.15 x 20 is 3.0000000000000004
-    try:
+    with token_pruned(three_layers, [0.85, 0.0, 0.0], keep_sep=True, sep_token_id=3):  # 3 of 20 and 2 of 12 kept
         got = three_layers(x).logits.numpy()
         # the second example keeps [CLS] and one of its two [SEP]: [CLS] outranks them
         hidden = three_layers(x, output_hidden_states=True).hidden_states[1]
@@ -137,8 +138,7 @@ def test_keep_sep_keeps_every_sep(three_layers):
         np.testing.assert_allclose(three_layers(x).logits.numpy(), reference_logits(three_layers, x, [0.85, 0, 0]),
                                    atol=2e-6)
         assert not np.allclose(three_layers(x).logits.numpy()[0], got[0])
-    finally:
-        tp.apply(three_layers, [0, 0, 0])
+
 
 
 @pytest.mark.parametrize("rates, fragments", [([0.1, 0.2], ["2 rates", "3 layers"]),
