@@ -81,6 +81,32 @@ def test_kill_and_resume_is_bitwise_the_uninterrupted_run(saves, uninterrupted, 
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".run.")]  # no stage or lock left
 
 
+ADMM = ["--admm", "--final-sparsity", "0.5", "--admm-epochs", "2", "--admm-iterations", "3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("saves", [3, 5], ids=["under-the-penalty", "after-the-hard-prune"])
+def test_admm_killed_and_resumed_is_bitwise_the_uninterrupted_run(saves, tiny_bert_dir, mrpc_dir, tmp_path):
+    """ADMM's Z, U and rho live outside the model: the checkpoint carries them (Z/U updates at steps 2, 4, 6,
+    the hard prune at step 8; the kills land at step 6 and step 9)."""
+    straight = tmp_path / "straight"
+    result = run("train_mrpc.py", *_args(tiny_bert_dir, mrpc_dir, straight, *ADMM), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "run"
+    args = _args(tiny_bert_dir, mrpc_dir, out, *ADMM)
+    killed = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "KILL_AFTER_SAVES": str(saves)}, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = run("train_mrpc.py", *args, "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = _weights(straight), _weights(out)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    again, first = (json.loads((d / "results.json").read_text()) for d in (out, straight))
+    assert _comparable(again) == _comparable(first)
+    assert [h["step"] for h in again["admm"]["history"]] == [0, 2, 4, 6] and again["admm"]["updates"] == 3
+
+
 def test_resume_refuses_other_settings_and_unreadable_checkpoints(uninterrupted, tiny_bert_dir,
                                                                   mrpc_dir, tmp_path):
     import shutil

@@ -213,7 +213,39 @@ def test_prune_then_retrain_stops_early_and_keeps_the_best_epoch(glue_dir, tiny_
     assert _saved_metrics(out, dev, mrpc) == pytest.approx(results["metrics"])
 
 
+def test_admm_trains_toward_z_then_hard_prunes_and_keeps_the_zeros(glue_dir, tiny_bert_dir, tmp_path, capsys):
+    """Two epochs under the penalty (3 Z/U updates, rho doubling), the hard prune after their last step, one epoch
+    of masked retraining: every FFN kernel ends with exactly half its weights zero, the mask of the prune."""
+    out = tmp_path / "run"
+    captured = _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--admm", "--final-sparsity", "0.5",
+                                      "--epochs", "3", "--admm-epochs", "2", "--admm-iterations", "3",
+                                      "--admm-rho", "1e-2", "--admm-rho-growth", "2", "--max-train-samples", "32"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["run_name"] == "admm-unstructured-0.5" and results["schedule"] is None
+    assert results["mode"] == "ADMM for 2 epoch(s), then masked retraining" and "ADMM for 2" in captured.out
+    admm = results["admm"]
+    assert admm["hard_prune_step"] == 8 and admm["steps_per_iteration"] == 2 and admm["updates"] == 3
+    assert [h["step"] for h in admm["history"]] == [0, 2, 4, 6]
+    assert [h["rho"] for h in admm["history"]] == pytest.approx([1e-2, 1e-2, 2e-2, 4e-2])
+    assert results["steps"] == 12 and len(results["evaluations"]) == 3
+    assert results["evaluations"][2] != results["evaluations"][1]  # the retraining epoch changed the model
+    from transformers import TFBertForSequenceClassification
+
+    model = TFBertForSequenceClassification.from_pretrained(out / "model")
+    ffn = [w.numpy() for w in model.weights if "/encoder/" in w.name and w.name.endswith("kernel:0")
+           and ("/intermediate/" in w.name or "/output/dense/" in w.name and "/attention/" not in w.name)]
+    assert len(ffn) == 4 and [int(np.count_nonzero(k == 0)) for k in ffn] == [1024] * 4
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--admm", "--prune-neurons", "0.5"], "--admm prunes single weights"),
+    (["--admm", "--final-sparsity", "0"], "--admm needs a --final-sparsity > 0"),
+    (["--admm", "--admm-rho", "0"], "--admm-rho must be a finite number > 0"),
+    (["--admm", "--admm-rho-growth", "0.5"], "--admm-rho-growth must be a finite number >= 1"),
+    (["--admm", "--admm-rho", "2"], "--admm-rho (2) must not exceed --admm-rho-max (1)"),
+    (["--admm", "--admm-iterations", "0"], "--admm-iterations must be >= 1"),
+    (["--admm", "--admm-epochs", "1"], "--admm-epochs (1) must be below --epochs (1)"),
+    (["--admm", "--init-from", "{dense}", "--patience", "1"], "--admm runs its ADMM epochs"),
     (["--patience", "2"], "--patience applies to prune-then-retrain"),
     (["--init-from", "{dense}", "--final-sparsity", "0"], "give a sparsity > 0"),
     (["--init-from", "{missing}"], "does not exist"),

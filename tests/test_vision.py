@@ -174,7 +174,7 @@ def test_admm_without_attach_refuses_to_train(rng):
         model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[ADMM(wrappers, 0.5)])
 
 
-def test_nested_levels_nest_freeze_the_sparser_weights_and_switch(rng):
+def test_nested_levels_nest_freeze_the_sparser_weights_and_switch_with_their_biases(rng):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12,))
     first, second = keras.layers.Dense(10, activation="relu"), keras.layers.Dense(3)
@@ -183,27 +183,32 @@ def test_nested_levels_nest_freeze_the_sparser_weights_and_switch(rng):
     reference = [first.kernel.numpy(), second.kernel.numpy()]
     nested = NestedMasks([first, second], [0.5, 0.9])
     total = reference[0].size + reference[1].size
-    trained = {}
+    trained, biases = {}, {}
     for i, level in enumerate(nested.levels):
         nested.grow(reference)
-        nested.start_training(level, reference, freeze_biases=i > 0)
-        biases = [first.bias.numpy().copy(), second.bias.numpy().copy()]
+        nested.start_training(level, reference)
+        if i > 0:  # a denser level starts from the sparser level's biases
+            assert np.array_equal(first.bias.numpy(), biases[0.9][0])
         model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=2, batch_size=16, verbose=0)
         nested.finish_training(level)
         trained[level] = [first.kernel.numpy().copy(), second.kernel.numpy().copy()]
-        if i > 0:  # the sparser level's weights and the biases did not move
+        biases[level] = [first.bias.numpy().copy(), second.bias.numpy().copy()]
+        if i > 0:  # the sparser level's weights did not move; its biases are its own
             for sparse_mask, before, after in zip(nested.mask(0.9), trained[0.9], trained[level]):
                 assert np.array_equal(before[sparse_mask], after[sparse_mask])
-            assert np.array_equal(biases[0], first.bias.numpy()) and np.array_equal(biases[1], second.bias.numpy())
+            assert not np.array_equal(biases[0.9][1], biases[level][1])
     sparse, dense = nested.mask(0.9), nested.mask(0.5)
     assert all((s <= d).all() for s, d in zip(sparse, dense))
     assert sum(int(m.sum()) for m in sparse) == total - round(0.9 * total)
     assert sum(int(m.sum()) for m in dense) == total - round(0.5 * total)
     nested.set_level(0.9)
     assert np.array_equal(first.kernel.numpy(), np.where(sparse[0], trained[0.9][0], 0))
+    assert np.array_equal(second.bias.numpy(), biases[0.9][1])
     nested.set_level(0.5)
     assert np.array_equal(second.kernel.numpy(), trained[0.5][1])
+    assert np.array_equal(second.bias.numpy(), biases[0.5][1])
+    assert np.array_equal(nested.state()["biases"][0][1], biases[0.9][1])
     with pytest.raises(TfpruneError, match="no nested level 0.7"):
         nested.set_level(0.7)
     with pytest.raises(TfpruneError, match="distinct sparsities"):

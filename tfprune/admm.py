@@ -9,7 +9,9 @@ grows); `hard_prune` then installs the mask of W (the "hard prune"), and a
 masked retrain with the same wrappers follows, pruned weights frozen at zero by the wrappers' masked updates.
 
 Use: wrap the layers (`tfprune.prune`, masks all ones), `admm = ADMM(wrappers, 0.95)`, `admm.attach(model)`
-before `compile`, `model.fit(..., callbacks=[admm])`, `admm.hard_prune()`, then fit again to retrain.
+before `compile`, `model.fit(..., callbacks=[admm])`, `admm.hard_prune()`, then fit again to retrain; or give
+`hard_prune_step` and one `fit` does both (the masks are variables the traced step reads, so the same step
+trains the penalty before the prune and keeps the pruned weights at zero after it).
 """
 from __future__ import annotations
 
@@ -37,13 +39,16 @@ class ADMM(keras.callbacks.Callback):
         rho_max: rho's ceiling.
         steps_per_iteration: optimizer steps between Z/U updates (an epoch, in the reference recipe).
         iterations: Z/U updates at most (None: until training ends).
+        global_ranking: one ranking across the layers (one pattern with groups) instead of each layer's own.
+        hard_prune_step: prune by itself after this optimizer step (None: the caller calls `hard_prune`).
+        writer: a tf.summary writer for `admm/rho` and `admm/distance` at every update.
     Raises:
         TfpruneError: a knob out of range, a pattern that cannot reach `sparsity` on a layer, no layers.
     """
 
     def __init__(self, layers: list[PrunableLayer], sparsity: float, rho: float = 1e-3, rho_growth: float = 1.0,
                  rho_max: float = 1.0, steps_per_iteration: int = 100, iterations: int | None = None,
-                 global_ranking: bool = False):
+                 global_ranking: bool = False, hard_prune_step: int | None = None, writer=None):
         super().__init__()
         if not layers:
             raise TfpruneError("ADMM needs wrapped layers: wrap them first (tfprune.prune)")
@@ -55,7 +60,8 @@ class ADMM(keras.callbacks.Callback):
             raise TfpruneError(f"ADMM rho_growth must be a finite number >= 1, got {rho_growth!r}")
         if rho > rho_max:
             raise TfpruneError(f"ADMM rho ({rho:g}) must not exceed rho_max ({rho_max:g})")
-        for name, value in (("steps_per_iteration", steps_per_iteration), ("iterations", iterations)):
+        for name, value in (("steps_per_iteration", steps_per_iteration), ("iterations", iterations),
+                            ("hard_prune_step", hard_prune_step)):
             if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
                 raise TfpruneError(f"ADMM {name} must be a positive integer, got {value!r}")
         check_ranking(layers, global_ranking)
@@ -66,11 +72,24 @@ class ADMM(keras.callbacks.Callback):
         self.rho = tf.Variable(float(rho), trainable=False, dtype=tf.float32, name="admm_rho")
         self.z = [tf.Variable(layer.kernel, trainable=False, name="admm_z") for layer in self.layers]
         self.u = [tf.Variable(tf.zeros_like(layer.kernel), trainable=False, name="admm_u") for layer in self.layers]
-        self.done = 0  # Z/U updates so far
+        self.hard_prune_step, self.writer = hard_prune_step, writer
+        self._done = tf.Variable(0, trainable=False, dtype=tf.int64, name="admm_updates")
+        # what a resumed run needs (tf.train.Checkpoint tracks the dict): Z, U, rho, the updates made
+        self.state = {"z": self.z, "u": self.u, "rho": self.rho, "updates": self._done}
         self.history: list[dict] = []  # per update: step, rho, relative distance ||W - Z|| / ||W||
         self.attached = False
         self._last_step = None
         self.update_z()
+
+    @property
+    def done(self) -> int:
+        """Z/U updates so far (the first, before training, not counted)."""
+        return int(self._done.numpy())
+
+    @property
+    def pruned(self) -> bool:
+        """The hard prune has happened (the penalty is off)."""
+        return float(self.rho.numpy()) == 0.0
 
     def penalty(self) -> tf.Tensor:
         """(rho / 2) * sum ||W - Z + U||^2: the term `attach` adds to the model's loss."""
@@ -101,19 +120,28 @@ class ADMM(keras.callbacks.Callback):
             u.assign(s - p)  # U + W - Z
         gap = math.sqrt(sum(float(np.sum(np.square(w - p))) for w, p in zip(weights, projected)))
         size = math.sqrt(sum(float(np.sum(np.square(w))) for w in weights)) or 1.0
-        self.history.append({"step": self._last_step or 0, "rho": float(self.rho.numpy()), "distance": gap / size})
+        entry = {"step": self._last_step or 0, "rho": float(self.rho.numpy()), "distance": gap / size}
+        self.history.append(entry)
+        if self.writer is not None:
+            with self.writer.as_default(step=entry["step"]):
+                tf.summary.scalar("admm/rho", entry["rho"])
+                tf.summary.scalar("admm/distance", entry["distance"])
 
     def on_train_batch_end(self, batch, logs=None):
         if not self.attached:
             raise TfpruneError("ADMM: call attach(model) before compile and fit, or the penalty is not trained")
         step = int(self.model.optimizer.iterations.numpy())
-        if step % self.steps_per_iteration or step == self._last_step:
+        if self.pruned or step == self._last_step:
             return
-        if self.iterations is not None and self.done >= self.iterations:
+        if self.hard_prune_step is not None and step >= self.hard_prune_step:
+            self._last_step = step
+            self.hard_prune()
+            return
+        if step % self.steps_per_iteration or (self.iterations is not None and self.done >= self.iterations):
             return
         self._last_step = step
         self.update_z()
-        self.done += 1
+        self._done.assign_add(1)
         old = float(self.rho.numpy())
         new = min(old * self.rho_growth, self.rho_max)
         self.rho.assign(new)

@@ -120,17 +120,17 @@ def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: i
 
 def nested_run(dense, levels, x, y, epochs: int, batch_size: int, learning_rate: float, seed: int) -> tuple:
     """(the model, the NestedMasks): levels grown sparsest first from the dense magnitudes (one ranking
-    across the five kernels), each trained `epochs` with the sparser levels' weights and all biases of the
-    later levels frozen."""
+    across the five kernels), each trained `epochs` with the sparser levels' weights frozen and biases of
+    its own."""
     keras.utils.set_random_seed(seed)
     model = build_lenet5()
     model.set_weights(dense.get_weights())
     layers = [model.get_layer(name) for name in WEIGHT_LAYERS]
     nested = NestedMasks(layers, levels)
     reference = [layer.kernel.numpy() for layer in layers]
-    for i, level in enumerate(nested.levels):
+    for level in nested.levels:
         nested.grow(reference)
-        nested.start_training(level, reference, freeze_biases=i > 0)
+        nested.start_training(level, reference)
         compile_model(model, learning_rate, epochs * steps_per_epoch(len(x), batch_size))
         model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         nested.finish_training(level)

@@ -3,9 +3,11 @@
 Levels are trained sparsest first. Each denser level keeps every weight of the sparser one and adds the
 strongest of the others (by the magnitude of a reference, usually the dense model), so the masks nest; while
 it trains, the sparser levels' weights are frozen (a constraint writes them back after every optimizer step)
-and only the added ones learn. The stored model is the densest level's weights plus, per weight, the
-sparsest level that keeps it; `set_level` writes any level into the model, so a device picks its level at
-run time (e.g. by battery) from one file.
+and only the added ones learn. Each level has its own biases (a few hundred numbers per level in a LeNet-5,
+against tens of thousands of kernel weights), trained with its new weights from the sparser level's: a
+denser level need not live with biases fitted to a sparser one. The stored model is the densest level's
+weights plus, per weight, the sparsest level that keeps it, and every level's biases; `set_level` writes any
+level into the model, so a device picks its level at run time (e.g. by battery) from one file.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class NestedMasks:
         # per kernel: index (into self.levels) of the sparsest level that keeps each weight; len(levels): none
         self.level_of = [np.full(layer.kernel.shape, len(self.levels), np.int16) for layer in self.layers]
         self.weights = [layer.kernel.numpy().copy() for layer in self.layers]
+        # per level (index into self.levels), each layer's trained bias (None: no bias, or not trained yet)
+        self.biases: list[list[np.ndarray | None]] = [[None] * len(self.layers) for _ in self.levels]
         self.grown = 0  # levels whose masks exist
 
     def _index(self, sparsity: float, grown: bool = False) -> int:
@@ -82,16 +86,14 @@ class NestedMasks:
         self.grown += 1
         return sparsity
 
-    def start_training(self, sparsity: float, initial: list[np.ndarray], freeze_biases: bool = False) -> None:
+    def start_training(self, sparsity: float, initial: list[np.ndarray]) -> None:
         """Write level `sparsity` into the kernels (its new weights from `initial`, the sparser levels' as
-        trained) and freeze all but the new weights for the coming training; `freeze_biases` freezes the
-        layers' biases too (shared by all levels: trained with the first level only). Compile the model
+        trained; its biases from the next sparser level's, if trained) and freeze the sparser levels'
+        weights for the coming training (the new weights and the biases learn). Compile the model
         afterwards: a train step traced before holds the constraints of then."""
         i = self._index(sparsity, grown=True)
-        for layer in self.layers:
-            bias = getattr(layer, "bias", None)
-            if freeze_biases and bias is not None:
-                kernel_mask.set_constraint(bias, FrozenPart(bias.numpy(), np.zeros(bias.shape, bool)))
+        if i > 0:
+            self._write_biases(i - 1)
         for layer, level_of, stored, init in zip(self.layers, self.level_of, self.weights, initial):
             frozen = np.where(level_of < i, stored, 0).astype(stored.dtype)
             new = level_of == i
@@ -99,23 +101,31 @@ class NestedMasks:
             kernel_mask.set_constraint(layer.kernel, FrozenPart(frozen, new))
 
     def finish_training(self, sparsity: float) -> None:
-        """Store the trained new weights of level `sparsity` and release the constraints."""
+        """Store the trained new weights and the biases of level `sparsity` and release the constraints."""
         i = self._index(sparsity)
-        for layer, level_of, stored in zip(self.layers, self.level_of, self.weights):
+        for j, (layer, level_of, stored) in enumerate(zip(self.layers, self.level_of, self.weights)):
             new = level_of == i
             stored[new] = layer.kernel.numpy()[new]
             kernel_mask.set_constraint(layer.kernel, None)
             if getattr(layer, "bias", None) is not None:
-                kernel_mask.set_constraint(layer.bias, None)
+                self.biases[i][j] = layer.bias.numpy().copy()
 
     def set_level(self, sparsity: float) -> None:
-        """Write level `sparsity` (grown and trained) into the model's kernels."""
+        """Write level `sparsity` (grown and trained) into the model's kernels and biases."""
         i = self._index(sparsity, grown=True)
         for layer, level_of, stored in zip(self.layers, self.level_of, self.weights):
             layer.kernel.assign(np.where(level_of <= i, stored, 0).astype(stored.dtype))
+        self._write_biases(i)
+
+    def _write_biases(self, i: int) -> None:
+        for layer, bias in zip(self.layers, self.biases[i]):
+            if bias is not None:
+                layer.bias.assign(bias)
 
     def state(self) -> dict:
-        """What one stored model needs besides the layers' other weights: levels, the densest level's kernels
-        and each weight's level index."""
+        """What one stored model needs besides the layers' other weights: levels, the densest level's kernels,
+        each weight's level index and every level's biases (per level, per layer; None where a layer has
+        none)."""
         return {"levels": list(self.levels), "weights": [w.copy() for w in self.weights],
-                "level_of": [lv.copy() for lv in self.level_of]}
+                "level_of": [lv.copy() for lv in self.level_of],
+                "biases": [[None if b is None else b.copy() for b in level] for level in self.biases]}

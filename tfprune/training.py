@@ -167,13 +167,15 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     Data order and RNG: the caller replays the data order from the seed and the epochs done; dropout's
     state is saved when the model's layers draw from tf.random.Generator (`checkpointable_dropout` before
-    the model is built, then `generators=random_generators(model)`).
+    the model is built, then `generators=random_generators(model)`). `state`: other variables the run
+    keeps outside the model (e.g. ADMM's Z, U and rho), a dict of variables or lists of them.
     """
 
-    def __init__(self, directory: str, settings: dict, every: int = 0, history_source=None, generators=None):
+    def __init__(self, directory: str, settings: dict, every: int = 0, history_source=None, generators=None,
+                 state: dict | None = None):
         super().__init__()
         self.directory, self.every, self.history_source = directory, every, history_source
-        self.generators = dict(generators or {})
+        self.generators, self.state = dict(generators or {}), dict(state or {})
         self.settings = dict(settings)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.batch = tf.Variable(0, dtype=tf.int64, trainable=False)  # batches of `epoch` done
@@ -186,7 +188,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if self._manager is None:
             checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
                                              batch=self.batch, history=self._history, settings=self._settings,
-                                             rng=self.generators)
+                                             rng=self.generators, state=self.state)
             self._manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=1)
         return self._manager
 

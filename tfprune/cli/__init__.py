@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -73,6 +74,19 @@ def require_positive(args, *names: str) -> None:
     for name in names:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def check_admm_knobs(args) -> None:
+    """--admm-rho, --admm-rho-growth and --admm-rho-max (the ADMM commands' shared flags) within what
+    tfprune.admm.ADMM accepts, named as flags before anything is loaded."""
+    for name in ("admm_rho", "admm_rho_max"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
+    if not (math.isfinite(args.admm_rho_growth) and args.admm_rho_growth >= 1):
+        raise UsageError(f"--admm-rho-growth must be a finite number >= 1, got {args.admm_rho_growth}")
+    if args.admm_rho > args.admm_rho_max:
+        raise UsageError(f"--admm-rho ({args.admm_rho:g}) must not exceed --admm-rho-max ({args.admm_rho_max:g})")
 
 
 def comma_separated(text: str, convert, message: str) -> list:

@@ -75,14 +75,9 @@ def check_args(args):
     sparsities = parse_fractions(args.sparsities, "--sparsities")
     filter_sparsities = parse_fractions(args.filter_sparsities, "--filter-sparsities")
     levels = parse_fractions(args.nested_levels, "--nested-levels")
-    for name in ("learning_rate", "admm_rho", "admm_rho_max"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            raise cli.UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
-    if not (math.isfinite(args.admm_rho_growth) and args.admm_rho_growth >= 1):
-        raise cli.UsageError(f"--admm-rho-growth must be a finite number >= 1, got {args.admm_rho_growth}")
-    if args.admm_rho > args.admm_rho_max:
-        raise cli.UsageError(f"--admm-rho ({args.admm_rho:g}) must not exceed --admm-rho-max ({args.admm_rho_max:g})")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise cli.UsageError(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
+    cli.check_admm_knobs(args)
     if not 0 < args.admm_fraction < 1:
         raise cli.UsageError(f"--admm-fraction must be in (0, 1), got {args.admm_fraction}")
     if "admm" in methods and args.prune_epochs < 2:
@@ -154,7 +149,8 @@ def main(argv=None):
             np.savez_compressed(os.path.join(out, "nested_model.npz"), levels=np.array(state["levels"]),
                                 **{f"weights_{i}": w for i, w in enumerate(state["weights"])},
                                 **{f"level_of_{i}": lv for i, lv in enumerate(state["level_of"])},
-                                **{f"bias_{i}": layer.bias.numpy() for i, layer in enumerate(nested.layers)})
+                                **{f"bias_{i}_level_{j}": bias for j, level in enumerate(state["biases"])
+                                   for i, bias in enumerate(level) if bias is not None})
 
         compact_rows = []
         for (method, sparsity), model in filtered.items():

@@ -2,8 +2,9 @@
 
 Three ways to a sparse model: gradual magnitude pruning during fine-tuning (Zhu & Gupta's schedule, the
 default); prune-then-retrain (--init-from a fine-tuned model: pruned one-shot to the target, then retrained
-with early stopping on the task's dev metric); either one with knowledge distillation from a fine-tuned
-teacher (--teacher). The pruned matrices: the feed-forward pair of every encoder layer (--prune-scope ffn),
+with early stopping on the task's dev metric); ADMM (--admm: epochs under a penalty that pulls the weights
+toward their sparse projection, a hard prune, masked retraining); each with knowledge distillation from a
+fine-tuned teacher (--teacher). The pruned matrices: the feed-forward pair of every encoder layer (--prune-scope ffn),
 query/key/value/attention output (attention), or all six (all), with the same sparsity in every layer
 unless --global-ranking. Dev metrics after each epoch, TensorBoard scalars, a % non-zero plot,
 results.json, and the stripped model in Hugging Face layout (reloads without tfprune).
@@ -12,6 +13,7 @@ results.json, and the stripped model in Hugging Face layout (reloads without tfp
     python train_glue.py --task stsb --final-sparsity 0                 # dense (no wrappers); STS-B: regression
     python train_glue.py --task mrpc --prune-scope all --final-sparsity 0.9 --teacher logs/mrpc/dense/model
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --final-sparsity 0.7 --epochs 10
+    python train_glue.py --task mrpc --admm --prune-scope all --final-sparsity 0.9 --epochs 4 --admm-epochs 2
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --token-pruning 0,0.3,0.3,0.3,0.3,0
 
 Token pruning (--token-pruning, one rate per layer) drops the least attended tokens after every layer with a
@@ -96,6 +98,20 @@ def build_parser(task: str | None = None):
     g.add_argument("--token-pruning", metavar="RATES", help="one rate in [0, 1) per encoder layer, comma-separated "
                    "(0: no pruner after that layer), e.g. 0,0,0.1,0.2,0.3,0.3 (see tfprune-token-search)")
     g.add_argument("--keep-sep", action="store_true", help="keep the [SEP] tokens as well as [CLS]")
+    g = p.add_argument_group(
+        "ADMM", "Instead of the gradual schedule: the first --admm-epochs train with the penalty (rho / 2) ||W - Z + "
+        "U||^2 toward Z, the projection of W + U onto the --final-sparsity masks of --pattern (updated --admm-iterations "
+        "times, rho growing by --admm-rho-growth up to --admm-rho-max), then a hard prune to the weights' mask and "
+        "masked retraining for the remaining epochs. From --init-from too (the reference recipe starts from a "
+        "trained model).")
+    g.add_argument("--admm", action="store_true", help="prune with ADMM (tfprune.admm) instead of the schedule")
+    g.add_argument("--admm-epochs", type=int, help="epochs under the ADMM penalty, the rest masked retraining "
+                   "(default: half of --epochs, rounded down, at least 1)")
+    g.add_argument("--admm-rho", type=float, default=1e-3, help="initial rho (default: %(default)s)")
+    g.add_argument("--admm-rho-growth", type=float, default=1.1, help="rho's factor per update (default: %(default)s)")
+    g.add_argument("--admm-rho-max", type=float, default=1.0, help="rho's ceiling (default: %(default)s)")
+    g.add_argument("--admm-iterations", type=int, default=30, help="Z/U updates over the ADMM epochs (default: "
+                   "%(default)s)")
     g = p.add_argument_group("prune, then retrain")
     g.add_argument("--init-from", help="a fine-tuned model (a run's folder or its model/), loaded instead of "
                    "--model: pruned one-shot to --final-sparsity (or tokens pruned), then retrained with early "
@@ -124,7 +140,8 @@ def build_parser(task: str | None = None):
 
 
 SCHEDULE_KEYS = {"final_sparsity", "initial_sparsity", "begin_step", "end_step", "frequency", "exponent", "pattern",
-                 "pattern_set", "block_size", "nm", "prune_scope", "global_ranking", "prune_neurons", "prune_heads"}
+                 "pattern_set", "block_size", "nm", "prune_scope", "global_ranking", "prune_neurons", "prune_heads",
+                 "admm", "admm_epochs", "admm_rho", "admm_rho_growth", "admm_rho_max", "admm_iterations"}
 
 
 def apply_schedule_config(args, parser) -> None:
@@ -210,9 +227,36 @@ def check_ranges(args) -> None:
         raise cli.UsageError("--keep-sep applies to token pruning: give --token-pruning")
     if args.final_sparsity is None:
         args.final_sparsity = 0.0 if structured(args) or args.token_pruning else 0.7
+    if args.admm:
+        check_admm(args)
     if args.init_from and args.final_sparsity == 0 and not structured(args) and not args.token_pruning:
         raise cli.UsageError("--init-from prunes one-shot to --final-sparsity (or --prune-neurons/--prune-heads, or "
                              "tokens with --token-pruning): give a sparsity > 0")
+
+
+def check_admm(args) -> None:
+    """--admm's knobs and what it combines with (the epochs are checked once the model's defaults are set)."""
+    cli.require_positive(args, "admm_epochs", "admm_iterations")
+    if structured(args):
+        raise cli.UsageError("--admm prunes single weights to --final-sparsity; --prune-neurons/--prune-heads "
+                             "prune whole neurons and heads on the schedule: give one or the other")
+    if not args.final_sparsity:
+        raise cli.UsageError("--admm needs a --final-sparsity > 0")
+    if args.patience is not None:
+        raise cli.UsageError("--patience stops prune-then-retrain early; --admm runs its ADMM epochs, then "
+                             "retrains masked to --epochs")
+    cli.check_admm_knobs(args)
+    if args.epochs is not None:  # else checked once the model's default is set
+        admm_epochs(args)
+
+
+def admm_epochs(args) -> int:
+    """Epochs under the ADMM penalty (the rest retrain masked); a UsageError when none would be left."""
+    epochs = args.admm_epochs if args.admm_epochs is not None else max(1, args.epochs // 2)
+    if epochs >= args.epochs:
+        raise cli.UsageError(f"--admm-epochs ({epochs}) must be below --epochs ({args.epochs}): ADMM's epochs, "
+                             "then masked retraining")
+    return epochs
 
 
 def parse_rates(text: str) -> list[float]:
@@ -298,7 +342,9 @@ def default_run_name(args, pattern, dense_run: bool) -> str:
     if args.token_pruning:
         tokens = "tokens-" + "-".join(f"{rate:g}" for rate in args.token_pruning)
         name = tokens if dense_run else f"{name}-{tokens}"
-    if args.init_from:
+    if args.admm:
+        name = f"admm-{name}"
+    elif args.init_from:
         name = f"oneshot-{name}"
     return f"{name}-kd" if args.teacher else name
 
@@ -354,12 +400,13 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     model, tokenizer, model_used = bert.load_classifier(args.init_from or args.model, num_labels=task.num_labels,
                                                         seed=args.seed)
     defaults_used = training_defaults(args, model)
+    admm_epoch_count = admm_epochs(args) if args.admm else 0
     if args.token_pruning:  # checked against the model's layer count before any training
         try:
             bert.apply_token_pruning(model, args.token_pruning, args.keep_sep, tokenizer.sep_token_id)
         except TfpruneError as error:
             raise cli.UsageError(f"--token-pruning: {error}") from None
-    if args.init_from and args.patience is None:
+    if args.init_from and args.patience is None and not args.admm:
         args.patience = 2
 
     import tensorflow as tf
@@ -367,6 +414,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
 
     from tfprune import plots
     from tfprune._keras import keras
+    from tfprune.admm import ADMM
     from tfprune.callbacks import GradualPruningCallback
     from tfprune.distillation import distillation_loss, task_loss, teacher_targets
     from tfprune.report import format_report, sparsity_report, tensor_label, zero_fraction
@@ -391,7 +439,8 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             return OneShot(final, step=0)
         return PolynomialDecay(initial, final, args.begin_step, end_step, args.frequency, args.exponent)
 
-    schedule = None if dense_run or structured(args) else schedule_to(args.initial_sparsity, args.final_sparsity)
+    schedule = (None if dense_run or structured(args) or args.admm
+                else schedule_to(args.initial_sparsity, args.final_sparsity))
     wrappers = [] if dense_run or structured(args) else bert.inject(model, args.prune_scope, pattern)
     # structured: {kind: (fraction, coupled groups)}, each kind on its own schedule
     unit_groups = {kind: (fraction, make(model)) for kind, fraction, make in (
@@ -399,6 +448,19 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         if fraction}
     wrappers += [w for _, groups in unit_groups.values() for w in dict.fromkeys(w for g in groups for w in g.wrappers)]
 
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+    admm = None
+    if args.admm:
+        admm_steps = admm_epoch_count * len(train)
+        try:
+            admm = ADMM(wrappers, args.final_sparsity, rho=args.admm_rho, rho_growth=args.admm_rho_growth,
+                        rho_max=args.admm_rho_max,  # every update before the prune (one at its step is moot)
+                        steps_per_iteration=max(1, admm_steps // (args.admm_iterations + 1)),
+                        iterations=args.admm_iterations, global_ranking=args.global_ranking,
+                        hard_prune_step=admm_steps, writer=writer)
+        except TfpruneError as error:
+            raise cli.UsageError(f"--admm: {error}") from None
+        admm.attach(model)
     optimizer, _ = create_optimizer(args.learning_rate, total_steps, int(args.warmup_ratio * total_steps),
                                     weight_decay_rate=args.weight_decay)
     loss = (distillation_loss(args.distill_alpha, args.temperature, regression) if args.teacher
@@ -408,7 +470,6 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     def metrics(labels, predictions):
         return task_metrics(task.metrics, labels, predictions)
 
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
     logger = EvalAndLog(writer, dev, args.log_every, metrics, regression)
     pruning = None
     if schedule:
@@ -421,9 +482,11 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     checkpoints = RunCheckpoint(os.path.join(output_dir, "checkpoints"), run_settings(args), args.checkpoint_every,
                                 lambda: {"evaluations": logger.evaluations,
                                          "nonzero_history": pruning.history if pruning else [],
-                                         "unit_history": {kind: c.history for kind, c in unit_pruning.items()}},
-                                generators)
-    best = BestEpoch(logger, task.metrics[0], args.patience, checkpoints.directory) if args.init_from else None
+                                         "unit_history": {kind: c.history for kind, c in unit_pruning.items()},
+                                         "admm_history": admm.history if admm else []},
+                                generators, state={"admm": admm.state} if admm else None)
+    best = (BestEpoch(logger, task.metrics[0], args.patience, checkpoints.directory)
+            if args.init_from and not args.admm else None)
     initial_epoch = done_in_epoch = 0
     if args.resume:
         initial_epoch, done_in_epoch, history = checkpoints.restore(model)
@@ -432,25 +495,31 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             pruning.history = history.get("nonzero_history", [])
         for kind, callback in unit_pruning.items():
             callback.history = history.get("unit_history", {}).get(kind, [])
+        if admm is not None:
+            admm.history = history.get("admm_history", [])
     else:
         checkpoints.clear()
     for _ in range(initial_epoch):  # the data order the finished epochs left (Keras starts a fresh Sequence)
         train.on_epoch_end()
     mode = ("retrain" if args.init_from else "dense") if dense_run else (
+        f"ADMM for {admm_epoch_count} epoch(s), then masked retraining" if args.admm else
         "one-shot, then retrain" if args.init_from else "gradual")
     what = (" and ".join(f"{fraction:.0%} of each layer's {'FFN neurons' if kind == 'neurons' else 'heads'}"
                          for kind, (fraction, _) in unit_groups.items()) if unit_groups
             else f"{len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to {args.final_sparsity:.0%}")
     print(f"task: {task.name}; model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} "
           f"dev examples); {total_steps} steps; training defaults: {defaults_used}; " +
-          (f"pruning {what} ({mode}" + (")" if args.init_from else f", by step {end_step})") if wrappers else "dense") +
+          (f"pruning {what} ({mode}" + (")" if args.init_from or args.admm else f", by step {end_step})")
+           if wrappers else "dense") +
           (f"; distilling from {args.teacher}" if args.teacher else "") +
           (f"; token pruning {','.join(f'{r:g}' for r in args.token_pruning)}" if args.token_pruning else ""))
 
     clock = cli.Stopwatch()
     with cli.atomic_output_dir(output_dir) as out:
         # the checkpoint sees both logs; early stopping reads the evaluation the logger has just made
-        callbacks = ([pruning] if pruning else []) + list(unit_pruning.values()) + [logger] + ([best] if best else [])
+        # ADMM first: its hard prune at the end of an epoch comes before that epoch's evaluation and checkpoint
+        callbacks = (([admm] if admm else []) + ([pruning] if pruning else []) + list(unit_pruning.values()) +
+                     [logger] + ([best] if best else []))
         callbacks.append(checkpoints)
         fit_clock = cli.Stopwatch()
         finished = best is not None and best.done()  # killed after the stopping epoch's checkpoint
@@ -496,6 +565,11 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             from tfprune.models.bert.token_pruning import token_report
 
             results["token_pruning"] = token_report(model, [len(ids) for ids in dev.features["input_ids"]])
+        if admm is not None:
+            results["admm"] = {"epochs": admm_epoch_count, "hard_prune_step": admm.hard_prune_step,
+                               "steps_per_iteration": admm.steps_per_iteration, "updates": admm.done,
+                               "rho_start": admm.rho_start, "rho_growth": admm.rho_growth, "rho_max": admm.rho_max,
+                               "history": admm.history}
         if pattern.name == "set" and wrappers:
             results["chosen_patterns"] = {tensor_label(w): w.chosen_pattern for w in wrappers}
         if pruning is not None:
