@@ -134,8 +134,7 @@ class ADMM(keras.callbacks.Callback):
         if self.pruned or step == self._last_step:
             return
         if self.hard_prune_step is not None and step >= self.hard_prune_step:
-            self._last_step = step
-            self.hard_prune()
+            self.hard_prune()  # `pruned` from now on
             return
         if step % self.steps_per_iteration or (self.iterations is not None and self.done >= self.iterations):
             return

@@ -454,7 +454,8 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         admm_steps = admm_epoch_count * len(train)
         try:
             admm = ADMM(wrappers, args.final_sparsity, rho=args.admm_rho, rho_growth=args.admm_rho_growth,
-                        rho_max=args.admm_rho_max,  # every update before the prune (one at its step is moot)
+                        rho_max=args.admm_rho_max,
+                        # every update before the prune (one at its step would be moot)
                         steps_per_iteration=max(1, admm_steps // (args.admm_iterations + 1)),
                         iterations=args.admm_iterations, global_ranking=args.global_ranking,
                         hard_prune_step=admm_steps, writer=writer)
