@@ -10,6 +10,10 @@ they hold parity, INT8); then all files are timed in one bare ONNX Runtime proce
 iteration (`tfprune.export.interleaved`). Speed-ups are medians of per-iteration ratios against the first
 model's fp32 file (fused when fusion held parity).
 
+Then each file runs alone under ONNX Runtime's profiler at length 128 (`--profile-runs`), and a second table
+says where its time goes: matrix products, the fused attention, layer norms, GELU, the rest. Removing FFN
+neurons shrinks only the FFN's products and GELU, so their share of the dense model bounds its speed-up.
+
     python benchmarks/bert_latency.py --model dense=logs/mrpc/dense \\
         --model neurons-0.5=logs/mrpc/neurons-0.5/compact_model --output-dir logs/latency
 """
@@ -28,6 +32,30 @@ def named_path(text: str):
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     return name, path
+
+
+# ONNX op types by what they compute, fp32 and INT8 (ORT's fused BERT graph); the rest counts as "other".
+OP_KINDS = {
+    "matmul": {"MatMul", "FusedMatMul", "Gemm", "FusedGemm", "DynamicQuantizeMatMul", "MatMulInteger",
+               "MatMulIntegerToFloat", "QGemm"},
+    "attention": {"Attention", "QAttention", "MultiHeadAttention", "Softmax"},
+    "layer norm": {"SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
+                   "QEmbedLayerNormalization", "SkipSimplifiedLayerNormalization"},
+    "gelu": {"BiasGelu", "Gelu", "FastGelu", "Erf"},
+}
+
+
+KIND_COLUMNS = list(OP_KINDS) + ["other", "between ops"]
+
+
+def by_kind(profile: dict) -> dict:
+    """{kind: ms per run} of an `op_profile`, in KIND_COLUMNS' order; "between ops" is the run's time outside
+    every op's kernel (scheduling, allocation)."""
+    totals = dict.fromkeys(KIND_COLUMNS, 0.0)
+    for op, entry in profile["ops"].items():
+        totals[next((kind for kind, ops in OP_KINDS.items() if op in ops), "other")] += entry["ms"]
+    totals["between ops"] = profile["run_ms"] - sum(entry["ms"] for entry in profile["ops"].values())
+    return totals
 
 
 def length_128_inputs(tokenizer, batch: int, rng) -> dict:
@@ -49,8 +77,12 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=40, help="timed rounds at length 128 (batch 1; batch 32 "
                         "gets a quarter, the dev sets an eighth) (default: %(default)s)")
     parser.add_argument("--dev-examples", type=int, default=64, help="dev pairs timed one by one per round")
+    parser.add_argument("--profile-runs", type=int, default=20, help="profiled runs of each file at length 128, "
+                        "batch 1 (batch 32 gets a quarter); 0 profiles nothing (default: %(default)s)")
     args = parser.parse_args(argv)
     cli.require_positive(args, "iterations", "dev_examples")
+    if args.profile_runs < 0:
+        raise cli.UsageError(f"--profile-runs must be 0 or more, got {args.profile_runs}")
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
         raise cli.UsageError(f"--model names must differ, got {names}")
@@ -100,8 +132,11 @@ def main(argv=None):
                       "batch32_dev_pad128": max(5, args.iterations // 8)}
         baseline = f"{names[0]} fp32"
         print(f"timing {len(files)} files interleaved, {threads} threads", file=sys.stderr)
+        profile = ({"batch1_len128": args.profile_runs, "batch32_len128": max(1, args.profile_runs // 4)}
+                   if args.profile_runs else {})
         timings = ort_interleaved(files, inputs_path, sets, iterations, threads, baseline, [FLUSH_DENORMALS],
-                                  os.path.join(out, "timing_spec.json"))
+                                  os.path.join(out, "timing_spec.json"), profile)
+        op_profiles = timings.pop("op_profile", {})
         os.remove(inputs_path)
         os.remove(os.path.join(out, "timing_spec.json"))
         rows = []
@@ -113,11 +148,17 @@ def main(argv=None):
                         [f"{timings[s][candidate]['p50_ms']:.1f} ({timings[s][candidate]['speedup']:.2f}x)"
                          for s in sets])
         table = markdown_table(["model", "engine", "dev F1 %>", "file MB>"] + [f"{s} ms (speed-up)>" for s in sets], rows)
+        profile_table = markdown_table(["set", "file", "run ms>"] + [f"{kind} ms (share)>" for kind in KIND_COLUMNS], [
+            [set_name, candidate, f"{profile['run_ms']:.2f}"] +
+            [f"{ms:.2f} ({100 * ms / profile['run_ms']:.0f} %)" for ms in by_kind(profile).values()]
+            for set_name, per_file in op_profiles.items() for candidate, profile in per_file.items()])
         results = {"baseline": baseline, "threads": threads, "iterations": iterations, "files": files,
-                   "timings": timings, "exports": reports,
+                   "timings": timings, "op_profile": op_profiles, "exports": reports,
                    "sets": {s: len(p) for s, p in sets.items()}}
         write_json(os.path.join(out, "latency.json"), results)
     print(table)
+    if op_profiles:
+        print(f"\nwhere the time goes (ONNX Runtime's profiler, each file alone):\n{profile_table}")
     print(f"\nspeed-ups: median of per-round ratios against {baseline}; {threads} threads; results in "
           f"{args.output_dir}/latency.json")
 

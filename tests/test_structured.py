@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import assert_one_line_error, run
 from tfprune.cli import run as run_cli
 from tfprune.cli import train_glue
-from tfprune.export.interleaved import interleave, summarize
+from tfprune.export.interleaved import interleave, op_profile, ort_interleaved, summarize
 from tfprune.models.bert import compact, encoder_layers, load_classifier
 
 
@@ -205,3 +205,75 @@ def test_interleave_rotates_the_order_and_takes_per_round_ratios():
     summary = summarize(times, "a")
     assert summary["b"]["speedup"] == pytest.approx(2.0) and summary["c"]["speedup"] == pytest.approx(0.5)
     assert summary["a"]["p50_ms"] == pytest.approx(10) and summary["a"]["p90_ms"] == pytest.approx(10)
+
+
+def test_op_profile_counts_the_runs_after_the_warm_up():
+    events = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 9000},
+              {"cat": "Node", "name": "mm_kernel_time", "ts": 10, "dur": 8000, "args": {"op_name": "MatMul"}}]
+    for ts in (100_000, 200_000):  # two runs after one warm-up: 2 MatMuls of 1 and 3 ms, a Relu of 0.5 ms
+        events += [{"cat": "Session", "name": "model_run", "ts": ts, "dur": 5000},
+                   {"cat": "Node", "name": "mm_fence_before", "ts": ts + 1, "dur": 7, "args": {"op_name": "MatMul"}},
+                   {"cat": "Node", "name": "mm_kernel_time", "ts": ts + 1, "dur": 1000, "args": {"op_name": "MatMul"}},
+                   {"cat": "Node", "name": "relu_kernel_time", "ts": ts + 2, "dur": 500, "args": {"op_name": "Relu"}},
+                   {"cat": "Node", "name": "mm2_kernel_time", "ts": ts + 3, "dur": 3000, "args": {"op_name": "MatMul"}}]
+    profile = op_profile(events, warmup=1)
+    assert profile["runs"] == 2 and profile["run_ms"] == pytest.approx(5.0)
+    assert list(profile["ops"]) == ["MatMul", "Relu"]
+    assert profile["ops"]["MatMul"] == {"ms": pytest.approx(4.0), "nodes": 2}
+    assert profile["ops"]["Relu"] == {"ms": pytest.approx(0.5), "nodes": 1}
+    with pytest.raises(ValueError, match="no run after the 3 warm-up runs"):
+        op_profile(events, warmup=3)
+
+
+def test_interleaved_timing_profiles_every_node_of_each_model(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, width in (("wide", 64), ("narrow", 16)):
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"]), helper.make_node("Sigmoid", ["y"], ["z"])], name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])],
+            [numpy_helper.from_array(rng.normal(size=(8, width)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(width, 4)).astype(np.float32), "w2")])
+        paths[name] = str(tmp_path / f"{name}.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), paths[name])
+    np.savez(tmp_path / "inputs.npz", **{"b2/x": rng.normal(size=(2, 8)).astype(np.float32)})
+    result = ort_interleaved(paths, str(tmp_path / "inputs.npz"), {"b2": ["b2"]}, {"b2": 3}, 1, "wide", [],
+                             str(tmp_path / "spec.json"), profile={"b2": 4})
+    assert result["b2"]["wide"]["iterations"] == 3 and result["b2"]["wide"]["speedup"] == 1.0
+    for name in paths:
+        profile = result["op_profile"]["b2"][name]
+        assert profile["runs"] == 4
+        assert {op: entry["nodes"] for op, entry in profile["ops"].items()} == {"MatMul": 2, "Relu": 1, "Sigmoid": 1}
+        assert 0 < sum(entry["ms"] for entry in profile["ops"].values()) <= profile["run_ms"]
+    assert sorted(os.listdir(tmp_path)) == ["inputs.npz", "narrow.onnx", "spec.json", "wide.onnx"]
+
+
+def test_latency_benchmark_times_and_profiles_a_model_and_its_compacted_self(four_head_bert_dir, mrpc_dir, tmp_path):
+    out = tmp_path / "latency"
+    result = run("benchmarks/bert_latency.py", "--model", f"dense={four_head_bert_dir}", "--model",
+                 f"same={four_head_bert_dir}", "--data-dir", mrpc_dir, "--output-dir", str(out), "--iterations", "2",
+                 "--dev-examples", "2", "--profile-runs", "4", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "latency.json") as handle:
+        latency = json.load(handle)
+    assert sorted(latency["timings"]) == ["batch1_dev", "batch1_len128", "batch32_dev", "batch32_dev_pad128",
+                                          "batch32_len128"]
+    assert latency["timings"]["batch1_len128"]["dense fp32"]["speedup"] == 1.0
+    assert sorted(latency["op_profile"]) == ["batch1_len128", "batch32_len128"]
+    for set_name, runs in (("batch1_len128", 4), ("batch32_len128", 1)):
+        profiles = latency["op_profile"][set_name]
+        assert sorted(profiles) == ["dense fp32", "dense int8", "same fp32", "same int8"]
+        assert all(profile["runs"] == runs for profile in profiles.values())
+        # the same model exported twice runs the same nodes; three layers: one softmax each (this tiny
+        # width is not fused into ORT's Attention), and INT8 products in the quantized files only
+        assert profiles["dense fp32"]["ops"].keys() == profiles["same fp32"]["ops"].keys()
+        assert all(profile["ops"]["Softmax"]["nodes"] == 3 for profile in profiles.values())
+        assert "DynamicQuantizeMatMul" in profiles["dense int8"]["ops"]
+        assert "DynamicQuantizeMatMul" not in profiles["dense fp32"]["ops"]
+    assert "where the time goes" in result.stdout and "between ops ms (share)" in result.stdout
+    assert sorted(os.listdir(out)) == ["dense", "latency.json", "same"]

@@ -7,10 +7,14 @@ another job.
 This file imports neither tfprune nor TensorFlow: `ort_interleaved` runs it as a script in a bare process
 that loads only ONNX Runtime, as deployed. Every session gets the same thread count and no spin-waiting, so
 an idle session's threads do not take the cores from the one being timed.
+
+`op_profile` says where a model's time goes, per ONNX op type, from ONNX Runtime's own profiler (run after
+the timing, one model at a time): the share outside the matrix products bounds what removing neurons can buy.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,24 +49,49 @@ def summarize(times: dict, baseline: str) -> dict:
     return result
 
 
+def op_profile(events: list, warmup: int) -> dict:
+    """Where the time of the runs after the first `warmup` goes, from ONNX Runtime profile events: the mean
+    ms of a run ("run_ms") and, per op type, the mean ms and the nodes run per run, largest first."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"),
+                  key=lambda e: e["ts"])[warmup:]
+    if not runs:
+        raise ValueError(f"the profile holds no run after the {warmup} warm-up runs")
+    start, count = runs[0]["ts"], len(runs)
+    ops = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= start:
+            op = ops.setdefault(event["args"]["op_name"], {"ms": 0.0, "nodes": 0})
+            op["ms"] += event["dur"] / 1e3 / count
+            op["nodes"] += 1
+    for op in ops.values():
+        op["nodes"] /= count
+    return {"run_ms": sum(e["dur"] for e in runs) / 1e3 / count, "runs": count,
+            "ops": dict(sorted(ops.items(), key=lambda item: -item[1]["ms"]))}
+
+
 def _ort_main(spec_path: str) -> None:
     """The bare process: spec {"models": {name: onnx path}, "inputs": npz path, "sets": {set: [feed prefixes]},
-    "iterations": {set: n}, "threads": n, "baseline": name, "config": [[key, value], ...]}; prints
-    {set: summarize(...)} as JSON."""
+    "iterations": {set: n}, "threads": n, "baseline": name, "config": [[key, value], ...], optionally
+    "profile": {set: runs}}; prints {set: summarize(...)} as JSON, with "op_profile": {set: {name:
+    op_profile(...)}} of each model on the set's first feed when "profile" is given."""
     import numpy as np
     import onnxruntime as ort
 
     with open(spec_path) as handle:
         spec = json.load(handle)
-    sessions = {}
-    for name, path in spec["models"].items():
+    def open_session(path, profile_prefix=None):
         options = ort.SessionOptions()
         options.intra_op_num_threads = spec["threads"]
         for key, value in spec["config"] + [["session.intra_op.allow_spinning", "0"]]:
             options.add_session_config_entry(key, value)
-        sessions[name] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    sessions = {name: open_session(path) for name, path in spec["models"].items()}
     arrays = np.load(spec["inputs"])
-    dtypes = {"tensor(int32)": np.int32, "tensor(int64)": np.int64}
+    dtypes = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32}
     result = {}
     def runner(sess, prefixes):
         feeds = [{i.name: arrays[f"{prefix}/{i.name}"].astype(dtypes[i.type]) for i in sess.get_inputs()}
@@ -73,15 +102,31 @@ def _ort_main(spec_path: str) -> None:
         times = interleave({name: runner(sess, prefixes) for name, sess in sessions.items()},
                            spec["iterations"][set_name])
         result[set_name] = summarize(times, spec["baseline"])
+    profiles = {}
+    for set_name, runs in spec.get("profile", {}).items():
+        profiles[set_name] = {}
+        for name, path in spec["models"].items():
+            sess = open_session(path, os.path.join(os.path.dirname(spec_path), "ort_profile"))
+            run = runner(sess, spec["sets"][set_name][:1])
+            for _ in range(2 + runs):
+                run()
+            trace = sess.end_profiling()
+            with open(trace) as handle:
+                profiles[set_name][name] = op_profile(json.load(handle), warmup=2)
+            os.remove(trace)
+    if profiles:
+        result["op_profile"] = profiles
     print(json.dumps(result))
 
 
 def ort_interleaved(models: dict, inputs_path: str, sets: dict, iterations: dict, threads: int, baseline: str,
-                    config: list, spec_path: str) -> dict:
-    """Time ONNX `models` ({name: path}) interleaved on each input set, in a bare process; see `_ort_main`."""
+                    config: list, spec_path: str, profile: dict | None = None) -> dict:
+    """Time ONNX `models` ({name: path}) interleaved on each input set, in a bare process; with `profile`
+    ({set: runs}), each model's op profile on those sets as well. See `_ort_main`."""
     with open(spec_path, "w") as handle:
         json.dump({"models": models, "inputs": inputs_path, "sets": sets, "iterations": iterations,
-                   "threads": threads, "baseline": baseline, "config": [list(c) for c in config]}, handle)
+                   "threads": threads, "baseline": baseline, "config": [list(c) for c in config],
+                   "profile": profile or {}}, handle)
     out = subprocess.run([sys.executable, __file__, spec_path], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"interleaved timing failed:\n{out.stderr[-2000:]}")
