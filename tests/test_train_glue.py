@@ -213,6 +213,32 @@ def test_prune_then_retrain_stops_early_and_keeps_the_best_epoch(glue_dir, tiny_
     assert _saved_metrics(out, dev, mrpc) == pytest.approx(results["metrics"])
 
 
+def test_gradual_from_a_fine_tuned_model_follows_the_schedule_and_keeps_the_last_epoch(glue_dir, tiny_bert_dir,
+                                                                                        tmp_path, capsys):
+    """--init-from --gradual: the fine-tuned weights pruned on Zhu & Gupta's schedule (0 -> 0.6 over steps 0-8 of
+    12, a mask update every 2 steps), all three epochs trained, the last one's model saved."""
+    dense = tmp_path / "dense"
+    _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", dense, "--final-sparsity", "0", "--max-train-samples",
+                           "32"))
+    out = tmp_path / "gradual"
+    captured = _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--init-from", dense, "--gradual",
+                                      "--final-sparsity", "0.6", "--epochs", "3", "--frequency", "2",
+                                      "--max-train-samples", "32", "--log-every", "2"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "gradual from a fine-tuned model" and "by step 8" in captured.out
+    assert results["run_name"] == "gradual-unstructured-0.6"
+    assert results["schedule"] == {"kind": "polynomial_decay", "initial_sparsity": 0.0, "final_sparsity": 0.6,
+                                   "begin_step": 0, "end_step": 8, "frequency": 2, "exponent": 3.0}
+    assert results["steps"] == 12 and len(results["evaluations"]) == 3 and results["best_epoch"] is None
+    history = {row["step"]: row["target_sparsity"] for row in results["nonzero_history"]}
+    assert history[0] == 0.0 and history[4] == pytest.approx(0.6 * (1 - 0.5 ** 3)) and history[8] == 0.6
+    assert results["measured_ffn_sparsity"] == pytest.approx(0.6, abs=1 / 64)
+    assert results["metrics"] == pytest.approx({k: results["evaluations"][-1][k] for k in ("f1", "accuracy")})
+    mrpc = TASKS["mrpc"]
+    dev = load_task(mrpc, str(glue_dir / "MRPC"))[0]["dev"]
+    assert _saved_metrics(out, dev, mrpc) == pytest.approx(results["metrics"])
+
+
 def test_admm_trains_toward_z_then_hard_prunes_and_keeps_the_zeros(glue_dir, tiny_bert_dir, tmp_path, capsys):
     """Two epochs under the penalty (3 Z/U updates, rho doubling), the hard prune after their last step, one epoch
     of masked retraining: every FFN kernel ends with exactly half its weights zero, the mask of the prune."""
@@ -249,6 +275,10 @@ def test_admm_trains_toward_z_then_hard_prunes_and_keeps_the_zeros(glue_dir, tin
     (["--patience", "2"], "--patience applies to prune-then-retrain"),
     (["--init-from", "{dense}", "--final-sparsity", "0"], "give a sparsity > 0"),
     (["--init-from", "{missing}"], "does not exist"),
+    (["--gradual"], "--gradual prunes a fine-tuned model on the schedule: give --init-from"),
+    (["--init-from", "{dense}", "--gradual", "--patience", "1"], "--gradual trains all --epochs"),
+    (["--init-from", "{dense}", "--gradual", "--admm"], "drop --gradual"),
+    (["--init-from", "{dense}", "--gradual", "--token-pruning", "0,0.5"], "--gradual prunes weights, neurons or heads"),
     (["--teacher", "{regression}"], "has 1 outputs; mrpc needs 2"),
     (["--distill-alpha", "1.5"], "--distill-alpha must be in [0, 1]"),
     (["--temperature", "0"], "--temperature must be a finite number > 0"),

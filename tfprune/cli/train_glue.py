@@ -2,17 +2,19 @@
 
 Three ways to a sparse model: gradual magnitude pruning during fine-tuning (Zhu & Gupta's schedule, the
 default); prune-then-retrain (--init-from a fine-tuned model: pruned one-shot to the target, then retrained
-with early stopping on the task's dev metric); ADMM (--admm: epochs under a penalty that pulls the weights
-toward their sparse projection, a hard prune, masked retraining); each with knowledge distillation from a
-fine-tuned teacher (--teacher). The pruned matrices: the feed-forward pair of every encoder layer (--prune-scope ffn),
-query/key/value/attention output (attention), or all six (all), with the same sparsity in every layer
-unless --global-ranking. Dev metrics after each epoch, TensorBoard scalars, a % non-zero plot,
+with early stopping on the task's dev metric; with --gradual, pruned on the schedule while it trains on); ADMM
+(--admm: epochs under a penalty that pulls the weights toward their sparse projection, a hard prune, masked
+retraining); each with knowledge distillation from a fine-tuned teacher (--teacher). The pruned matrices: the
+feed-forward pair of every encoder layer (--prune-scope ffn), query/key/value/attention output (attention), or
+all six (all), with the same sparsity in every layer unless --global-ranking. Dev metrics after each epoch, TensorBoard scalars, a % non-zero plot,
 results.json, and the stripped model in Hugging Face layout (reloads without tfprune).
 
     python train_glue.py --task rte --final-sparsity 0.7
     python train_glue.py --task stsb --final-sparsity 0                 # dense (no wrappers); STS-B: regression
     python train_glue.py --task mrpc --prune-scope all --final-sparsity 0.9 --teacher logs/mrpc/dense/model
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --final-sparsity 0.7 --epochs 10
+    python train_glue.py --task mrpc --init-from logs/mrpc/dense --gradual --prune-scope all --final-sparsity 0.9 \
+        --teacher logs/mrpc/dense --epochs 6
     python train_glue.py --task mrpc --admm --prune-scope all --final-sparsity 0.9 --epochs 4 --admm-epochs 2
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --token-pruning 0,0.3,0.3,0.3,0.3,0
 
@@ -54,7 +56,8 @@ def build_parser(task: str | None = None):
         "training", "Defaults: Hugging Face's text-classification example (3 epochs, 2e-5, no warm-up) for "
         "bert-base-uncased and other models; for a model of the packaged all-MiniLM-L6-v2's shape, the values "
         "measured best for it on MRPC: 3 epochs, 1e-4, warm-up 0.1 (results.json says which applied).")
-    g.add_argument("--epochs", type=int, help="with --init-from: the most epochs of retraining")
+    g.add_argument("--epochs", type=int, help="with --init-from: the most epochs of retraining (with "
+                   "--gradual: all of them)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--learning-rate", type=float, help="AdamW, linear decay to 0")
     g.add_argument("--weight-decay", type=float, default=0.0)
@@ -118,6 +121,9 @@ def build_parser(task: str | None = None):
                    "stopping (instead of the gradual schedule)")
     g.add_argument("--patience", type=int, help="with --init-from: stop after N epochs without a better dev "
                    "metric, keeping the best epoch's weights (default: 2)")
+    g.add_argument("--gradual", action="store_true", help="with --init-from: prune on the gradual schedule above "
+                   "instead of one-shot, training all --epochs and keeping the last (no early stopping: an "
+                   "epoch before the target would be a denser model)")
     g = p.add_argument_group("knowledge distillation")
     g.add_argument("--teacher", help="a fine-tuned model of the same task (a run's folder or its model/; any "
                    "size) whose outputs the student learns besides the labels")
@@ -127,7 +133,8 @@ def build_parser(task: str | None = None):
                    "(classification; regression matches the teacher's score by MSE) (default: %(default)s)")
     g = p.add_argument_group("outputs")
     g.add_argument("--output-dir", help="default: logs/<task>/<run-name>")
-    g.add_argument("--run-name", help="default: <pattern>-<final sparsity> (oneshot- before it with --init-from, "
+    g.add_argument("--run-name", help="default: <pattern>-<final sparsity> (oneshot- before it with --init-from, gradual- "
+                   "with --init-from --gradual, admm- with --admm, "
                    "-kd after it with --teacher), or dense")
     g.add_argument("--log-every", type=int, default=10, help="TensorBoard scalars every N steps")
     g.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (same settings)")
@@ -227,11 +234,28 @@ def check_ranges(args) -> None:
         raise cli.UsageError("--keep-sep applies to token pruning: give --token-pruning")
     if args.final_sparsity is None:
         args.final_sparsity = 0.0 if structured(args) or args.token_pruning else 0.7
+    if args.gradual:
+        check_gradual(args)
     if args.admm:
         check_admm(args)
     if args.init_from and args.final_sparsity == 0 and not structured(args) and not args.token_pruning:
         raise cli.UsageError("--init-from prunes one-shot to --final-sparsity (or --prune-neurons/--prune-heads, or "
                              "tokens with --token-pruning): give a sparsity > 0")
+
+
+def check_gradual(args) -> None:
+    """--gradual: the schedule from a fine-tuned model, to its end (so no early stopping, no ADMM)."""
+    if not args.init_from:
+        raise cli.UsageError("--gradual prunes a fine-tuned model on the schedule: give --init-from (without it "
+                             "pruning is gradual already)")
+    if args.patience is not None:
+        raise cli.UsageError("--patience stops prune-then-retrain early; --gradual trains all --epochs and keeps "
+                             "the last, the first at the target everywhere")
+    if args.admm:
+        raise cli.UsageError("--admm has its own course (penalty, hard prune, retraining): drop --gradual")
+    if not args.final_sparsity and not structured(args):
+        raise cli.UsageError("--gradual prunes weights, neurons or heads on the schedule: give --final-sparsity, "
+                             "--prune-neurons or --prune-heads")
 
 
 def check_admm(args) -> None:
@@ -345,7 +369,7 @@ def default_run_name(args, pattern, dense_run: bool) -> str:
     if args.admm:
         name = f"admm-{name}"
     elif args.init_from:
-        name = f"oneshot-{name}"
+        name = f"{'gradual' if args.gradual else 'oneshot'}-{name}"
     return f"{name}-kd" if args.teacher else name
 
 
@@ -406,7 +430,8 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             bert.apply_token_pruning(model, args.token_pruning, args.keep_sep, tokenizer.sep_token_id)
         except TfpruneError as error:
             raise cli.UsageError(f"--token-pruning: {error}") from None
-    if args.init_from and args.patience is None and not args.admm:
+    one_shot = bool(args.init_from) and not args.gradual and not args.admm  # prune-then-retrain, early stopping
+    if one_shot and args.patience is None:
         args.patience = 2
 
     import tensorflow as tf
@@ -435,7 +460,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     end_step = args.end_step if args.end_step is not None else max(args.begin_step + 1, (2 * total_steps) // 3)
 
     def schedule_to(initial: float, final: float):
-        if args.init_from:
+        if args.init_from and not args.gradual:
             return OneShot(final, step=0)
         return PolynomialDecay(initial, final, args.begin_step, end_step, args.frequency, args.exponent)
 
@@ -486,8 +511,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
                                          "unit_history": {kind: c.history for kind, c in unit_pruning.items()},
                                          "admm_history": admm.history if admm else []},
                                 generators, state={"admm": admm.state} if admm else None)
-    best = (BestEpoch(logger, task.metrics[0], args.patience, checkpoints.directory)
-            if args.init_from and not args.admm else None)
+    best = BestEpoch(logger, task.metrics[0], args.patience, checkpoints.directory) if one_shot else None
     initial_epoch = done_in_epoch = 0
     if args.resume:
         initial_epoch, done_in_epoch, history = checkpoints.restore(model)
@@ -504,13 +528,13 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         train.on_epoch_end()
     mode = ("retrain" if args.init_from else "dense") if dense_run else (
         f"ADMM for {admm_epoch_count} epoch(s), then masked retraining" if args.admm else
-        "one-shot, then retrain" if args.init_from else "gradual")
+        "one-shot, then retrain" if one_shot else "gradual from a fine-tuned model" if args.init_from else "gradual")
     what = (" and ".join(f"{fraction:.0%} of each layer's {'FFN neurons' if kind == 'neurons' else 'heads'}"
                          for kind, (fraction, _) in unit_groups.items()) if unit_groups
             else f"{len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to {args.final_sparsity:.0%}")
     print(f"task: {task.name}; model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} "
           f"dev examples); {total_steps} steps; training defaults: {defaults_used}; " +
-          (f"pruning {what} ({mode}" + (")" if args.init_from or args.admm else f", by step {end_step})")
+          (f"pruning {what} ({mode}" + (")" if one_shot or args.admm else f", by step {end_step})")
            if wrappers else "dense") +
           (f"; distilling from {args.teacher}" if args.teacher else "") +
           (f"; token pruning {','.join(f'{r:g}' for r in args.token_pruning)}" if args.token_pruning else ""))
