@@ -276,6 +276,54 @@ def test_lenet_pruning_cli_writes_one_row_per_run(tiny_idx, tmp_path, capsys):
     assert (out / "sparsity_vs_accuracy.png").stat().st_size > 0 and (out / "nested_model.npz").exists()
 
 
+def test_lenet_distillation_with_alpha_one_is_plain_training_and_the_cli_records_it(tiny_idx, tmp_path, capsys):
+    """The targets carry the labels in column 0: with the soft term weighted 0 the pruned run ends where the
+    cross-entropy run ends; with it, elsewhere."""
+    from tfprune import cli
+    from tfprune import lenet_sweep as sweep
+    from tfprune.cli import lenet_pruning
+    from tfprune.distillation import distillation_loss, teacher_targets
+    from tfprune.tasks.images import load_train_test
+
+    (x, y), _, _ = load_train_test("fashion_mnist", str(tiny_idx), 128, None)
+    dense = sweep.train_dense(x, y, 1, 32, 1e-3, seed=0)
+    targets = teacher_targets(y, dense.predict(x, verbose=0))
+    kernels = {}
+    for name, labels, loss in (("plain", y, None), ("alpha 1", targets, distillation_loss(1.0, 2.0)),
+                               ("alpha 0.5", targets, distillation_loss(0.5, 2.0))):
+        model, record = sweep.prune_run(dense, "gradual", "irregular", 0.5, x, labels, 2, 32, 1e-2, 0, loss=loss)
+        assert record["measured_sparsity"] == pytest.approx(0.5, abs=1e-4)
+        kernels[name] = np.concatenate([layer.kernel.numpy().ravel() for layer in sweep.weight_layers(model)])
+    np.testing.assert_allclose(kernels["alpha 1"], kernels["plain"], atol=1e-5)
+    assert np.abs(kernels["alpha 0.5"] - kernels["plain"]).max() > 1e-3
+
+    out = tmp_path / "lenet"
+    code = cli.run(lenet_pruning.main, ["--data-dir", str(tiny_idx), "--epochs", "1", "--prune-epochs", "2",
+                                        "--methods", "oneshot,admm", "--patterns", "irregular", "--sparsities",
+                                        "0.9", "--nested-levels", "0.5,0.9", "--distill", "--temperature", "3",
+                                        "--output-dir", str(out)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["distillation"] == {"teacher": "the dense model", "alpha": 0.5, "temperature": 3.0}
+    runs = {(r["method"], r["sparsity"]) for r in results["rows"]}
+    assert runs == {("dense", 0.0), ("oneshot", 0.9), ("admm", 0.9), ("nested", 0.5), ("nested", 0.9)}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--distill-alpha", "1.5"], "--distill-alpha must be in [0, 1], got 1.5"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0, got 0.0"),
+])
+def test_lenet_distillation_flags_are_checked_before_loading(extra, message, tmp_path, capsys):
+    from tfprune import cli
+    from tfprune.cli import lenet_pruning
+
+    out = tmp_path / "lenet"
+    assert cli.run(lenet_pruning.main, ["--data-dir", str(tmp_path / "missing"), "--distill", *extra,
+                                        "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and not out.exists()
+
+
 def test_kernel_pattern_refused_on_a_dense_before_training():
     inputs = keras.Input((6,))
     wrapper = PrunableLayer(keras.layers.Dense(4), Pattern("kernel"))

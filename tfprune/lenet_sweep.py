@@ -5,6 +5,8 @@ the same trained dense model and gets the same number of epochs.
 - gradual: Zhu & Gupta's schedule from 0 to the target over the first two thirds of the epochs;
 - ADMM: `admm_fraction` of the epochs with the ADMM penalty (`tfprune.admm`), a hard prune, then masked
   retraining for the rest.
+Every run trains on the labels by cross-entropy, or with `loss` on targets that carry a teacher's logits
+beside the labels (`tfprune.distillation`: the dense model as teacher).
 Irregular runs prune all five kernels with one magnitude ranking across them (the small first convolution
 is not forced to the average); filter runs remove the same fraction of filters and units of every layer but
 the logits (coupled groups: a filter's kernel column, its bias and the next layer's input channel), which
@@ -30,10 +32,12 @@ METHODS = ("oneshot", "gradual", "admm")
 PATTERNS = ("irregular", "filter")
 
 
-def compile_model(model, learning_rate: float, steps: int):
-    """Adam, its learning rate cosine-decayed to 0 over `steps`; cross-entropy on logits."""
+def compile_model(model, learning_rate: float, steps: int, loss=None):
+    """Adam, its learning rate cosine-decayed to 0 over `steps`; cross-entropy on logits, or `loss` (a
+    distillation loss: its targets are not labels, so no accuracy metric then)."""
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps))),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+                  loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=None if loss else ["accuracy"])
     return model
 
 
@@ -76,8 +80,9 @@ def prunable_copy(dense, pattern: str = "unstructured"):
 
 
 def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: int, batch_size: int,
-              learning_rate: float, seed: int, admm_options: dict | None = None) -> tuple:
-    """(the pruned model, stripped; what the run recorded). See the module docstring for the methods."""
+              learning_rate: float, seed: int, admm_options: dict | None = None, loss=None) -> tuple:
+    """(the pruned model, stripped; what the run recorded). See the module docstring for the methods; `y`
+    the labels, or the targets of `loss`."""
     if method not in METHODS or pattern not in PATTERNS:
         raise ValueError(f"unknown method/pattern {method}/{pattern}")
     keras.utils.set_random_seed(seed)
@@ -94,12 +99,12 @@ def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: i
         admm = ADMM(wrappers, sparsity, steps_per_iteration=max(1, admm_epochs * per_epoch // iterations),
                     iterations=iterations, global_ranking=pattern == "irregular", **options)
         admm.attach(model)
-        compile_model(model, learning_rate, admm_epochs * per_epoch)
+        compile_model(model, learning_rate, admm_epochs * per_epoch, loss)
         model.fit(x, y, epochs=admm_epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=[admm])
         admm.hard_prune()
         record["admm"] = {"epochs": admm_epochs, "iterations": admm.done, "rho_start": admm.rho_start,
                           "rho_end": admm.history[-1]["rho"], "distance_end": admm.history[-1]["distance"]}
-        compile_model(model, learning_rate, (epochs - admm_epochs) * per_epoch)
+        compile_model(model, learning_rate, (epochs - admm_epochs) * per_epoch, loss)
         model.fit(x, y, epochs=epochs - admm_epochs, batch_size=batch_size, verbose=0, shuffle=True)
     else:
         total = epochs * per_epoch
@@ -108,7 +113,7 @@ def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: i
         else:
             end = max(1, 2 * total // 3)
             schedule = PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end, frequency=max(1, end // 30))
-        compile_model(model, learning_rate, total)
+        compile_model(model, learning_rate, total, loss)
         model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True,
                   callbacks=[GradualPruningCallback(schedule, layers=layers, groups=groups,
                                                     global_ranking=pattern == "irregular")])
@@ -118,7 +123,8 @@ def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: i
     return model, record
 
 
-def nested_run(dense, levels, x, y, epochs: int, batch_size: int, learning_rate: float, seed: int) -> tuple:
+def nested_run(dense, levels, x, y, epochs: int, batch_size: int, learning_rate: float, seed: int,
+               loss=None) -> tuple:
     """(the model, the NestedMasks): levels grown sparsest first from the dense magnitudes (one ranking
     across the five kernels), each trained `epochs` with the sparser levels' weights frozen and biases of
     its own."""
@@ -131,7 +137,7 @@ def nested_run(dense, levels, x, y, epochs: int, batch_size: int, learning_rate:
     for level in nested.levels:
         nested.grow(reference)
         nested.start_training(level, reference)
-        compile_model(model, learning_rate, epochs * steps_per_epoch(len(x), batch_size))
+        compile_model(model, learning_rate, epochs * steps_per_epoch(len(x), batch_size), loss)
         model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         nested.finish_training(level)
     return model, nested

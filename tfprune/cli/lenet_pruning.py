@@ -4,7 +4,8 @@ sparsities; nested masks (one model, several levels); filter-pruned models compa
 Trains the dense network once; every pruning run starts from it and trains the same number of epochs
 (--prune-epochs). Irregular runs rank all five kernels together; filter runs remove that fraction of every
 layer's filters and units (the logits excepted) and are compacted into a narrower LeNet-5 with the same
-outputs, timed against the dense one (interleaved). Writes results.json (one row per run: method, pattern,
+outputs, timed against the dense one (interleaved). With --distill every pruning run learns the dense
+model's outputs besides the labels. Writes results.json (one row per run: method, pattern,
 sparsity, accuracy...), results.csv, a table and sparsity_vs_accuracy.png.
 
     python lenet_pruning.py                              # the full sweep (about 30 min on 2 CPU cores)
@@ -61,6 +62,12 @@ def build_parser():
     p.add_argument("--admm-iterations", type=int, default=30, help="Z/U updates (default: %(default)s)")
     p.add_argument("--admm-fraction", type=float, default=0.5,
                    help="share of --prune-epochs under the ADMM penalty, the rest masked retraining (default: %(default)s)")
+    p.add_argument("--distill", action="store_true", help="every pruning run (and nested level) learns the dense "
+                   "model's outputs besides the labels (knowledge distillation; the same epochs)")
+    p.add_argument("--distill-alpha", type=float, default=0.5, help="with --distill: weight of the hard-label "
+                   "loss; the dense model's soft labels get 1 - alpha (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=2.0, help="with --distill: softmax temperature of the "
+                   "soft labels (default: %(default)s)")
     p.add_argument("--speed-iterations", type=int, default=200, help="interleaved timing rounds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=42)
     return p
@@ -80,6 +87,10 @@ def check_args(args):
     cli.check_admm_knobs(args)
     if not 0 < args.admm_fraction < 1:
         raise cli.UsageError(f"--admm-fraction must be in (0, 1), got {args.admm_fraction}")
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        raise cli.UsageError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
+    if not 0.0 < args.temperature < float("inf"):
+        raise cli.UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
     if "admm" in methods and args.prune_epochs < 2:
         raise cli.UsageError("ADMM needs --prune-epochs >= 2 (ADMM epochs, then masked retraining)")
     return methods, patterns, sparsities, filter_sparsities, levels
@@ -109,6 +120,14 @@ def main(argv=None):
         print(f"dense: {100 * dense_accuracy:.2f} % after {args.epochs} epochs ({clock.seconds:.0f} s)")
         rows = [{"method": "dense", "pattern": "none", "sparsity": 0.0, "measured_sparsity": 0.0,
                  "accuracy": dense_accuracy, "epochs": args.epochs}]
+        targets, loss, distillation = y, None, None
+        if args.distill:  # the dense model's logits computed once: it is the same teacher for every run
+            from tfprune.distillation import distillation_loss, teacher_targets
+
+            targets = teacher_targets(y, dense.predict(x, batch_size=1000, verbose=0))
+            loss = distillation_loss(args.distill_alpha, args.temperature)
+            distillation = {"teacher": "the dense model", "alpha": args.distill_alpha,
+                            "temperature": args.temperature}
         admm_options = {"rho": args.admm_rho, "rho_growth": args.admm_rho_growth, "rho_max": args.admm_rho_max,
                         "iterations": args.admm_iterations, "fraction": args.admm_fraction}
         filtered = {}
@@ -117,8 +136,8 @@ def main(argv=None):
                 if pattern == "filter" and method == "admm":
                     continue  # ADMM's projection is per tensor; filters are coupled across layers
                 for sparsity in sparsities if pattern == "irregular" else filter_sparsities:
-                    model, row = sweep.prune_run(dense, method, pattern, sparsity, x, y, args.prune_epochs,
-                                                 args.batch_size, args.learning_rate, args.seed, admm_options)
+                    model, row = sweep.prune_run(dense, method, pattern, sparsity, x, targets, args.prune_epochs,
+                                                 args.batch_size, args.learning_rate, args.seed, admm_options, loss)
                     row["accuracy"] = accuracy(model, x_test, y_test)
                     rows.append(row)
                     if pattern == "filter":
@@ -129,12 +148,12 @@ def main(argv=None):
         own = {r["sparsity"]: r for r in rows if r["method"] == "oneshot" and r["pattern"] == "irregular"}
         nested_rows = []
         if levels:
-            model, nested = sweep.nested_run(dense, levels, x, y, args.prune_epochs, args.batch_size,
-                                             args.learning_rate, args.seed)
+            model, nested = sweep.nested_run(dense, levels, x, targets, args.prune_epochs, args.batch_size,
+                                             args.learning_rate, args.seed, loss)
             for level in nested.levels:
                 if level not in own:  # the comparison: the same level pruned on its own, same epochs
-                    alone, row = sweep.prune_run(dense, "oneshot", "irregular", level, x, y, args.prune_epochs,
-                                                 args.batch_size, args.learning_rate, args.seed)
+                    alone, row = sweep.prune_run(dense, "oneshot", "irregular", level, x, targets, args.prune_epochs,
+                                                 args.batch_size, args.learning_rate, args.seed, loss=loss)
                     row["accuracy"] = accuracy(alone, x_test, y_test)
                     own[level] = row
                 nested.set_level(level)
@@ -163,7 +182,8 @@ def main(argv=None):
             compact_rows.append(row)
 
         results = {"arguments": vars(args), "data_source": source, "train_images": len(x), "test_images": len(x_test),
-                   "dense_accuracy": dense_accuracy, "rows": rows, "compaction": compact_rows,
+                   "dense_accuracy": dense_accuracy, "distillation": distillation, "rows": rows,
+                   "compaction": compact_rows,
                    "wall_seconds": clock.seconds}
         cli.write_json(os.path.join(out, "results.json"), results)
         fields = ["method", "pattern", "sparsity", "measured_sparsity", "accuracy", "epochs"]
