@@ -76,6 +76,15 @@ def require_positive(args, *names: str) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 
+def check_distillation_knobs(args) -> None:
+    """--distill-alpha and --temperature (the distilling commands' shared flags) within what
+    tfprune.distillation.distillation_loss accepts, named as flags before anything is loaded."""
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        raise UsageError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
+    if not 0.0 < args.temperature < float("inf"):
+        raise UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
+
+
 def check_admm_knobs(args) -> None:
     """--admm-rho, --admm-rho-growth and --admm-rho-max (the ADMM commands' shared flags) within what
     tfprune.admm.ADMM accepts, named as flags before anything is loaded."""

@@ -87,10 +87,7 @@ def check_args(args):
     cli.check_admm_knobs(args)
     if not 0 < args.admm_fraction < 1:
         raise cli.UsageError(f"--admm-fraction must be in (0, 1), got {args.admm_fraction}")
-    if not 0.0 <= args.distill_alpha <= 1.0:
-        raise cli.UsageError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
-    if not 0.0 < args.temperature < float("inf"):
-        raise cli.UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    cli.check_distillation_knobs(args)
     if "admm" in methods and args.prune_epochs < 2:
         raise cli.UsageError("ADMM needs --prune-epochs >= 2 (ADMM epochs, then masked retraining)")
     return methods, patterns, sparsities, filter_sparsities, levels

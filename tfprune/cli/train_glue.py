@@ -6,8 +6,9 @@ with early stopping on the task's dev metric; with --gradual, pruned on the sche
 (--admm: epochs under a penalty that pulls the weights toward their sparse projection, a hard prune, masked
 retraining); each with knowledge distillation from a fine-tuned teacher (--teacher). The pruned matrices: the
 feed-forward pair of every encoder layer (--prune-scope ffn), query/key/value/attention output (attention), or
-all six (all), with the same sparsity in every layer unless --global-ranking. Dev metrics after each epoch, TensorBoard scalars, a % non-zero plot,
-results.json, and the stripped model in Hugging Face layout (reloads without tfprune).
+all six (all), with the same sparsity in every layer unless --global-ranking. Dev metrics after each epoch,
+TensorBoard scalars, a % non-zero plot, results.json, and the stripped model in Hugging Face layout (reloads
+without tfprune).
 
     python train_glue.py --task rte --final-sparsity 0.7
     python train_glue.py --task stsb --final-sparsity 0                 # dense (no wrappers); STS-B: regression
@@ -133,9 +134,8 @@ def build_parser(task: str | None = None):
                    "(classification; regression matches the teacher's score by MSE) (default: %(default)s)")
     g = p.add_argument_group("outputs")
     g.add_argument("--output-dir", help="default: logs/<task>/<run-name>")
-    g.add_argument("--run-name", help="default: <pattern>-<final sparsity> (oneshot- before it with --init-from, gradual- "
-                   "with --init-from --gradual, admm- with --admm, "
-                   "-kd after it with --teacher), or dense")
+    g.add_argument("--run-name", help="default: <pattern>-<final sparsity> (oneshot- before it with --init-from, "
+                   "gradual- with --init-from --gradual, admm- with --admm, -kd after it with --teacher), or dense")
     g.add_argument("--log-every", type=int, default=10, help="TensorBoard scalars every N steps")
     g.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (same settings)")
     g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N optimizer steps "
@@ -216,10 +216,7 @@ def check_ranges(args) -> None:
         raise cli.UsageError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
     if args.begin_step < 0 or (args.end_step is not None and args.end_step <= args.begin_step):
         raise cli.UsageError(f"--begin-step must be >= 0 and < --end-step, got {args.begin_step} and {args.end_step}")
-    if not 0.0 <= args.distill_alpha <= 1.0:
-        raise cli.UsageError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
-    if not 0.0 < args.temperature < float("inf"):
-        raise cli.UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    cli.check_distillation_knobs(args)
     if args.patience is not None and not args.init_from:
         raise cli.UsageError("--patience applies to prune-then-retrain: give --init-from")
     if structured(args) and args.final_sparsity:
@@ -460,7 +457,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     end_step = args.end_step if args.end_step is not None else max(args.begin_step + 1, (2 * total_steps) // 3)
 
     def schedule_to(initial: float, final: float):
-        if args.init_from and not args.gradual:
+        if one_shot:
             return OneShot(final, step=0)
         return PolynomialDecay(initial, final, args.begin_step, end_step, args.frequency, args.exponent)
 
