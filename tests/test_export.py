@@ -73,7 +73,9 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
 @pytest.mark.slow
 def test_bert_fusion_gives_ort_one_kernel_per_block(pruned_tiny_dir, tmp_path):
     """The rewrites in export.fusion are what let ORT fuse a tf2onnx BERT: every layer's attention in one
-    Attention node, LayerNorms as SkipLayerNormalization, GELU with its bias; INT8 then quantizes attention."""
+    Attention node, residual + LayerNorm as SkipLayerNormalization (then split into Add + the vectorized
+    LayerNormalization), GELU with its bias; the fused file computes the export's logits; INT8 then quantizes
+    attention."""
     from transformers import TFBertForSequenceClassification
 
     from tfprune.export.fusion import optimize_bert
@@ -84,9 +86,23 @@ def test_bert_fusion_gives_ort_one_kernel_per_block(pruned_tiny_dir, tmp_path):
     result = optimize_bert(str(tmp_path / "model.onnx"), str(tmp_path / "fused.onnx"), config.num_attention_heads,
                            config.hidden_size)
     layers = config.num_hidden_layers
-    assert result["rewrites"] == {"reduce_mean": 2 * (2 * layers + 1), "tensordot": 6 * layers, "gelu": layers, "mask": 2}
+    assert result["rewrites"] == {"reduce_mean": 2 * (2 * layers + 1), "tensordot": 6 * layers, "gelu": layers,
+                                  "mask": 2, "skip_layer_norm_split": 2 * layers}
     assert result["fused"] == {"EmbedLayerNormalization": 1, "Attention": layers, "BiasGelu": layers,
                                "SkipLayerNormalization": 2 * layers}
+    fused_ops = [node.op_type for node in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
+    assert "SkipLayerNormalization" not in fused_ops and fused_ops.count("LayerNormalization") == 2 * layers
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(5, config.vocab_size, (3, 17)), "token_type_ids": np.zeros((3, 17), np.int64),
+            "attention_mask": np.ones((3, 17), np.int64)}
+    feed["attention_mask"][1, 11:] = 0
+    logits = []
+    for name in ("model.onnx", "fused.onnx"):
+        sess = export.session(str(tmp_path / name))
+        types = {i.name: i.type for i in sess.get_inputs()}
+        logits.append(sess.run(None, {k: v.astype(np.int32 if "int32" in types[k] else np.int64)
+                                      for k, v in feed.items()})[0])
+    np.testing.assert_allclose(logits[1], logits[0], atol=1e-5)
     export.quantize_int8(str(tmp_path / "fused.onnx"), str(tmp_path / "int8.onnx"))
     ops = {node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert {"QAttention", "MatMulInteger"} <= ops and "Erf" not in ops

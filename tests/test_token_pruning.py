@@ -153,7 +153,10 @@ def test_bad_schedules_are_refused_naming_both(three_layers, rates, fragments):
     assert type(three_layers.bert.encoder).__name__ == "TFBertEncoder"
 
 
-def test_saved_model_reloads_token_pruned_and_exports_to_onnx(tiny_bert_dir, tmp_path):
+def test_saved_model_reloads_token_pruned_and_exports_to_onnx_fused(tiny_bert_dir, tmp_path, monkeypatch):
+    from onnxruntime.transformers.onnx_model_bert_tf import BertOnnxModelTF
+
+    from tfprune.export.fusion import optimize_bert
     from tfprune.export.onnx import INPUT_NAMES, export_bert
     from tfprune.export.runtime import session
 
@@ -174,6 +177,29 @@ def test_saved_model_reloads_token_pruned_and_exports_to_onnx(tiny_bert_dir, tmp
     longer = {k: np.concatenate([v, v], 0)[:, :20] for k, v in x.items()}  # another batch and length
     np.testing.assert_allclose(session(str(tmp_path / "m.onnx")).run(["logits"], longer)[0],
                                again(longer).logits.numpy(), atol=1e-5)
+    # ORT's fusions hold parity on the token-pruned graph; where its attention fusion fails (on MiniLM's it
+    # leaves a cycle: "Graph is not a DAG"), the other fusions are kept without it
+    real_optimize, real_sort = BertOnnxModelTF.optimize, BertOnnxModelTF.topological_sort
+
+    def optimize(self, options=None, *args, **kwargs):
+        self.attention_fused = options.enable_attention
+        return real_optimize(self, options, *args, **kwargs)
+
+    def topological_sort(self, *args, **kwargs):  # ORT finds the cycle when it sorts the optimized graph
+        if fail_attention and getattr(self, "attention_fused", False):
+            raise RuntimeError("Graph is not a DAG")
+        return real_sort(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertOnnxModelTF, "optimize", optimize)
+    monkeypatch.setattr(BertOnnxModelTF, "topological_sort", topological_sort)
+    for fail_attention in (False, True):
+        fusion = optimize_bert(str(tmp_path / "m.onnx"), str(tmp_path / "fused.onnx"),
+                               again.config.num_attention_heads, again.config.hidden_size)
+        assert fusion["rewrites"].get("attention_unfused", False) is fail_attention
+        assert fusion["rewrites"]["skip_layer_norm_split"] > 0
+        for batch in (x, longer):
+            np.testing.assert_allclose(session(str(tmp_path / "fused.onnx")).run(["logits"], batch)[0],
+                                       again(batch).logits.numpy(), atol=1e-5)
 
 
 def test_training_with_token_pruning_updates_every_layer(three_layers):

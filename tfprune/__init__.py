@@ -23,4 +23,4 @@ __all__ = [
     "compute_mask", "prunable_layers", "prune", "reapply_masks", "register_layer", "sparsity_report",
     "strip_model", "unit_groups",
 ]
-__version__ = "0.7.0"
+__version__ = "0.8.0"
