@@ -16,6 +16,9 @@ neurons shrinks only the FFN's products and GELU, so their share of the dense mo
 
     python benchmarks/bert_latency.py --model dense=logs/mrpc/dense \\
         --model neurons-0.5=logs/mrpc/neurons-0.5/compact_model --output-dir logs/latency
+
+Models of another sentence-pair task (`--task rte`, `stsb`, `wnli`) are timed on its dev set and scored with
+its metric; the length-128 inputs are the same for every task.
 """
 import argparse
 import os
@@ -25,6 +28,10 @@ import sys
 from tfprune import cli  # first: it quiets TensorFlow's start-up
 import numpy as np
 # isort: on
+
+from tfprune.tasks.glue_tasks import TASKS
+
+PAIR_TASKS = sorted(name for name, task in TASKS.items() if task.sentence2 is not None)
 
 
 def named_path(text: str):
@@ -72,7 +79,9 @@ def main(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=named_path, action="append", required=True, metavar="NAME=PATH",
                         help="a model folder or a training run's folder (its model/); the first is the baseline")
-    parser.add_argument("--data-dir", help="GLUE MRPC folder (default: $GLUE_DIR/MRPC, data/glue/MRPC)")
+    parser.add_argument("--task", default="mrpc", choices=PAIR_TASKS, help="the GLUE task of the models and of the "
+                        "dev set timed (default: %(default)s)")
+    parser.add_argument("--data-dir", help="the task's GLUE folder (default: $GLUE_DIR/<task>, data/glue/<task>)")
     parser.add_argument("--output-dir", default=os.path.join("logs", "latency"))
     parser.add_argument("--iterations", type=int, default=40, help="timed rounds at length 128 (batch 1; batch 32 "
                         "gets a quarter, the dev sets an eighth) (default: %(default)s)")
@@ -93,15 +102,18 @@ def main(argv=None):
     from tfprune.export.interleaved import ort_interleaved
     from tfprune.export.runtime import FLUSH_DENORMALS
     from tfprune.report import markdown_table, write_json
-    from tfprune.tasks.glue import MRPC_DEMO_PAIRS, load_mrpc
+    from tfprune.tasks.glue import MRPC_DEMO_PAIRS, load_glue
 
-    dev_rows = load_mrpc(args.data_dir)[0]["dev"]
+    task = TASKS[args.task]
+    dev_rows = load_glue(task, args.data_dir)[0]["dev"]
+    demo_pairs = MRPC_DEMO_PAIRS if task.name == "mrpc" else [(a, b) for a, b, _ in dev_rows[:2]]
+    metric = task.metrics[0]
     threads = os.cpu_count()
     with cli.claim_output_dir(args.output_dir), cli.atomic_output_dir(args.output_dir) as out:
         reports, files = {}, {}
         for name, model_dir in model_dirs.items():
             print(f"exporting {name} ({model_dir})", file=sys.stderr)
-            report = export_and_report(model_dir, os.path.join(out, name), dev_rows, MRPC_DEMO_PAIRS, speed=False)
+            report = export_and_report(model_dir, os.path.join(out, name), dev_rows, demo_pairs, speed=False, task=task)
             reports[name] = report
             report["timed_fp32_file"] = "fp32_fused" if report["fusion"]["used"] else "fp32"
             files[f"{name} fp32"] = os.path.join(out, name, "model.fused.onnx" if report["fusion"]["used"] else "model.onnx")
@@ -144,15 +156,15 @@ def main(argv=None):
             name, engine = candidate.rsplit(" ", 1)
             report = reports[name]
             dev = report["dev"].get("int8" if engine == "int8" else report["timed_fp32_file"])
-            rows.append([name, engine, f"{100 * dev['f1']:.2f}", f"{os.path.getsize(path) / 1e6:.1f}"] +
+            rows.append([name, engine, f"{100 * dev[metric]:.2f}", f"{os.path.getsize(path) / 1e6:.1f}"] +
                         [f"{timings[s][candidate]['p50_ms']:.1f} ({timings[s][candidate]['speedup']:.2f}x)"
                          for s in sets])
-        table = markdown_table(["model", "engine", "dev F1 %>", "file MB>"] + [f"{s} ms (speed-up)>" for s in sets], rows)
+        table = markdown_table(["model", "engine", f"dev {metric} %>", "file MB>"] + [f"{s} ms (speed-up)>" for s in sets], rows)
         profile_table = markdown_table(["set", "file", "run ms>"] + [f"{kind} ms (share)>" for kind in KIND_COLUMNS], [
             [set_name, candidate, f"{profile['run_ms']:.2f}"] +
             [f"{ms:.2f} ({100 * ms / profile['run_ms']:.0f} %)" for ms in by_kind(profile).values()]
             for set_name, per_file in op_profiles.items() for candidate, profile in per_file.items()])
-        results = {"baseline": baseline, "threads": threads, "iterations": iterations, "files": files,
+        results = {"task": task.name, "baseline": baseline, "threads": threads, "iterations": iterations, "files": files,
                    "timings": timings, "op_profile": op_profiles, "exports": reports,
                    "sets": {s: len(p) for s, p in sets.items()}}
         write_json(os.path.join(out, "latency.json"), results)

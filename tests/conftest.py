@@ -44,6 +44,12 @@ def tiny_bert_dir(tmp_path_factory, mrpc_dir):
     return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert")
 
 
+@pytest.fixture(scope="session")
+def tiny_regression_bert_dir(tmp_path_factory, mrpc_dir):
+    """The tiny BERT with one output: a regressor, as STS-B's models are."""
+    return _tiny_bert(tmp_path_factory, mrpc_dir, "tiny_bert_regression", num_labels=1)
+
+
 def _tiny_bert(tmp_path_factory, mrpc_dir, name, **config):
     from transformers import BertConfig, BertTokenizerFast, TFBertForSequenceClassification
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tests.helpers import assert_one_line_error, run
 from tfprune import export, prunable_layers, strip_model
+from tfprune.errors import TfpruneError
 from tfprune.export.bert_report import export_and_report
 from tfprune.export.onnx import CUSTOM_HANDLERS
 from tfprune.models import bert
@@ -68,6 +69,34 @@ def test_bert_export_parity_zeros_dynamic_shapes_and_int8(pruned_tiny_dir, mrpc_
         np.testing.assert_allclose(int8, expected, atol=0.05 * np.abs(expected).max() + 0.02)
         assert (int8.argmax(1) == expected.argmax(1)).all() or np.abs(np.diff(expected, axis=1)).min() < 0.05
     assert json.loads((tmp_path / "onnx_report.json").read_text())["zeros"]["onnx"] == report["zeros"]["onnx"]
+
+
+@pytest.mark.slow
+def test_bert_export_of_a_regressor_scores_it_with_its_task_metrics(tiny_regression_bert_dir, mrpc_dir, tmp_path):
+    """An STS-B model: dev scored by Spearman and Pearson of the first logit (not an argmax over one column),
+    the demo pairs given their scores; a single-sentence task is refused."""
+    from tfprune.export.bert_report import encode_pairs, format_report
+    from tfprune.tasks.glue import load_mrpc
+    from tfprune.tasks.glue_tasks import TASKS
+    from tfprune.tasks.metrics import pearson, spearman
+
+    rows = [(a, b, (i * 7 % 26) / 5) for i, (a, b, _) in enumerate(load_mrpc(mrpc_dir)[0]["dev"])]
+    demo = [(a, b) for a, b, _ in rows[:2]]
+    report = export_and_report(tiny_regression_bert_dir, str(tmp_path), rows, demo, speed=False, task=TASKS["stsb"])
+    model, tokenizer, _ = bert.load_classifier(tiny_regression_bert_dir, num_labels=1)
+    scores = model(encode_pairs(tokenizer, [(a, b) for a, b, _ in rows])).logits.numpy()[:, 0]
+    labels = [label for _, _, label in rows]
+    assert report["task"] == "stsb" and sorted(report["dev"]["tf"]) == ["pearson", "spearman"]
+    assert report["dev"]["tf"]["spearman"] == pytest.approx(spearman(labels, scores), abs=1e-6)
+    assert report["dev"]["tf"]["pearson"] == pytest.approx(pearson(labels, scores), abs=1e-6)
+    assert abs(report["dev"]["tf"]["spearman"]) > 0.01  # the scores vary: a constant would score 0
+    assert report["dev"]["max_abs_score_diff_fp32_vs_tf"] <= 1e-4
+    assert [d["score"] for d in report["demo"]] == pytest.approx(scores[:2].tolist(), abs=1e-4)
+    text = format_report(report)
+    assert "spearman %" in text and "max |score difference| vs TF: fp32 " in text
+    with pytest.raises(TfpruneError, match="cola is a single-sentence task"):
+        export_and_report(tiny_regression_bert_dir, str(tmp_path / "cola"), None, demo, speed=False,
+                          task=TASKS["cola"])
 
 
 @pytest.mark.slow

@@ -339,8 +339,8 @@ def main(argv=None, task: str | None = None):
 
     if args.prune_scope not in bert.SCOPES:  # before the data and the model are loaded
         raise cli.UsageError(f"--prune-scope must be one of {list(bert.SCOPES)}, got {args.prune_scope!r}")
-    if args.export_onnx and task.name != "mrpc":
-        raise cli.UsageError("--export-onnx exports MRPC models (sentence-pair classifiers with its demo pairs)")
+    if args.export_onnx and task.sentence2 is None:
+        raise cli.UsageError(f"--export-onnx exports sentence-pair models; {task.name} has single sentences")
     if args.init_from:
         args.init_from = fine_tuned_folder(args.init_from, "--init-from", task)
     if args.teacher:
@@ -608,8 +608,9 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             from tfprune.export.bert_report import format_report as format_onnx_report
             from tfprune.tasks.glue import MRPC_DEMO_PAIRS
 
-            results["onnx"] = export_and_report(model_dir, os.path.join(out, "onnx"), dev_rows, MRPC_DEMO_PAIRS,
-                                                tokenizer, model=model)
+            demo = MRPC_DEMO_PAIRS if task.name == "mrpc" else [(a, b) for a, b, _ in dev_rows[:2]]
+            results["onnx"] = export_and_report(model_dir, os.path.join(out, "onnx"), dev_rows, demo, tokenizer,
+                                                model=model, task=task)
             print(format_onnx_report(results["onnx"]))
         results["wall_seconds"] = clock.seconds
         cli.write_json(os.path.join(out, "results.json"), results)

@@ -18,7 +18,8 @@ from tfprune.export.runtime import ort_feed, session
 from tfprune.export.timing import ort_latency
 from tfprune.latency import latency_ms
 from tfprune.report import markdown_table, write_json
-from tfprune.tasks.metrics import accuracy_and_f1
+from tfprune.tasks.glue_tasks import TASKS, Task
+from tfprune.tasks.metrics import task_metrics
 
 
 def encode_pairs(tokenizer, pairs, max_length: int = 128, pad_to: int | None = None) -> dict:
@@ -33,8 +34,8 @@ def _batched(run, tokenizer, pairs, batch_size: int = 64) -> np.ndarray:
 
 
 def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_pairs: list[tuple[str, str]],
-                      tokenizer=None, model=None, runs: int = 50, speed: bool = True, metrics=accuracy_and_f1) -> dict:
-    """Export a sentence-pair classifier to out_dir/model.onnx, model.fused.onnx and model.int8.onnx, check
+                      tokenizer=None, model=None, runs: int = 50, speed: bool = True, task: Task | None = None) -> dict:
+    """Export a sentence-pair classifier (or regressor) to out_dir/model.onnx, model.fused.onnx and model.int8.onnx, check
     parity and zeros, run the demo pairs, the dev metrics and the speed comparison; write
     out_dir/onnx_report.json and return the report.
 
@@ -43,7 +44,8 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_
         out_dir: where the files go (created).
         dev_rows: (sentence1, sentence2, label) rows for dev metrics and parity, or None.
         demo_pairs: pairs shown with their probabilities (at least one: it is also the timing input).
-        metrics: labels, predictions -> {name: value}.
+        task: the GLUE task of the model and of `dev_rows` (default MRPC): its metrics, and its labels for the
+            demo pairs' predictions (a score for regression).
     Raises:
         ParityError: an export that does not match TensorFlow (a bug, not a user error).
     """
@@ -55,6 +57,9 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_
 
     if not demo_pairs:
         raise TfpruneError("demo_pairs must hold at least one pair")
+    task = task or TASKS["mrpc"]
+    if task.sentence2 is None:
+        raise TfpruneError(f"{task.name} is a single-sentence task: the export runs sentence pairs")
 
     if model is None:
         model = load_pretrained(model_dir)  # compacted models with per-layer sizes too
@@ -86,25 +91,29 @@ def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_
     kernels = [w.numpy() for w in model.weights if len(w.shape) == 2 and "/encoder/" in w.name]
     zeros = checked_zeros(paths["fp32"], kernels)
 
-    probabilities = _softmax(ort_parity[:len(demo_pairs)])
     report = {
         "model_dir": os.path.abspath(model_dir), "opset": 17, "threads": threads,
         "parity": {"pairs": len(parity_pairs), "max_abs_logit_diff": max_diff, "tolerance": PARITY_TOLERANCE},
         "zeros": {"tf": sum(r["tf_zeros"] for r in zeros), "onnx": sum(r["onnx_zeros"] for r in zeros),
                   "kernels": len(zeros)},
-        "demo": [{"sentence1": a, "sentence2": b, "label": "paraphrase" if p[1] >= 0.5 else "not paraphrase",
-                  "probability_paraphrase": float(p[1])} for (a, b), p in zip(demo_pairs, probabilities)],
+        "task": task.name,
+        "demo": _demo(task, demo_pairs, ort_parity[:len(demo_pairs)]),
         "fusion": fusion,
         "sizes": {name: file_sizes(path) for name, path in paths.items()},
     }
     if dev_rows:
         dev_pairs, labels = [(a, b) for a, b, _ in dev_rows], np.array([label for _, _, label in dev_rows])
-        predictions = {"tf": _batched(tf_run, tokenizer, dev_pairs).argmax(1)}
-        predictions.update({name: _batched(ort_run(name), tokenizer, dev_pairs).argmax(1) for name in sessions})
-        report["dev"] = {name: metrics(labels, p) for name, p in predictions.items()}
+        predict = (lambda logits: logits[:, 0]) if task.is_regression else (lambda logits: logits.argmax(1))
+        predictions = {"tf": predict(_batched(tf_run, tokenizer, dev_pairs))}
+        predictions.update({name: predict(_batched(ort_run(name), tokenizer, dev_pairs)) for name in sessions})
+        report["dev"] = {name: task_metrics(task.metrics, labels, p) for name, p in predictions.items()}
         report["dev"]["pairs"] = len(dev_rows)
         for name in ("fp32", "fp32_fused"):
-            if name in predictions:
+            if name not in predictions:
+                continue
+            if task.is_regression:  # scores never match bitwise: how far they move
+                report["dev"][f"max_abs_score_diff_{name}_vs_tf"] = float(np.abs(predictions[name] - predictions["tf"]).max())
+            else:
                 report["dev"][f"identical_predictions_{name}_vs_tf"] = float(np.mean(predictions[name] == predictions["tf"]))
     if speed:
         sessions.clear()  # their idle thread pools would compete with the timed processes
@@ -136,6 +145,19 @@ def _fuse(model, paths: dict, sessions: dict, threads: int, parity) -> dict:
             os.remove(path)
         warnings.warn(f"ORT fusion not used ({fusion['error']}); INT8 made from the plain export", stacklevel=2)
     return fusion
+
+
+def _demo(task: Task, pairs: list, logits: np.ndarray) -> list[dict]:
+    """The demo pairs with ONNX Runtime's prediction: MRPC's paraphrase probability, another task's label
+    and its probability, or a regression task's score."""
+    if task.is_regression:
+        return [{"sentence1": a, "sentence2": b, "score": float(row[0])} for (a, b), row in zip(pairs, logits)]
+    probabilities = _softmax(logits)
+    if task.name == "mrpc":
+        return [{"sentence1": a, "sentence2": b, "label": "paraphrase" if p[1] >= 0.5 else "not paraphrase",
+                 "probability_paraphrase": float(p[1])} for (a, b), p in zip(pairs, probabilities)]
+    return [{"sentence1": a, "sentence2": b, "label": task.labels[int(p.argmax())], "probability": float(p.max())}
+            for (a, b), p in zip(pairs, probabilities)]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -177,23 +199,38 @@ def _fusion_line(fusion: dict) -> str:
             f"max |Δlogit| vs TF {fusion['max_abs_logit_diff']:.2e}")
 
 
+def _demo_table(demo: list[dict]) -> str:
+    if "score" in demo[0]:
+        return markdown_table(["sentence 1", "sentence 2", "score>"],
+                              [[d["sentence1"], d["sentence2"], f"{d['score']:.3f}"] for d in demo])
+    key, title = (("probability_paraphrase", "P(paraphrase)>") if "probability_paraphrase" in demo[0]
+                  else ("probability", "P(prediction)>"))
+    return markdown_table(["sentence 1", "sentence 2", "prediction", title],
+                          [[d["sentence1"], d["sentence2"], d["label"], f"{d[key]:.3f}"] for d in demo])
+
+
 def format_report(report: dict) -> str:
     table = markdown_table
     lines = [f"ONNX parity: max |Δlogit| {report['parity']['max_abs_logit_diff']:.2e} over {report['parity']['pairs']} pairs "
              f"(tolerance {report['parity']['tolerance']:g}); zeros in encoder kernels: TF {report['zeros']['tf']:,}, "
              f"ONNX {report['zeros']['onnx']:,}", _fusion_line(report["fusion"]), "",
-             table(["sentence 1", "sentence 2", "prediction", "P(paraphrase)>"],
-                   [[d["sentence1"], d["sentence2"], d["label"], f"{d['probability_paraphrase']:.3f}"] for d in report["demo"]]),
+             _demo_table(report["demo"]),
              "", table(["file", "MB>", "gzip MB>"], [[name, f"{s['bytes'] / 1e6:.1f}", f"{s['gzip_bytes'] / 1e6:.1f}"]
                                                       for name, s in report["sizes"].items()])]
     if "dev" in report:
         dev = report["dev"]
-        lines += ["", table([f"dev ({dev['pairs']} pairs)", "accuracy %>", "F1 %>"],
-                            [[name, f"{100 * dev[name]['accuracy']:.2f}", f"{100 * dev[name]['f1']:.2f}"]
-                             for name in ("tf", "fp32", "fp32_fused", "int8") if name in dev]),
-                  "identical predictions vs TF: " + ", ".join(
-                      f"{name} {100 * dev[f'identical_predictions_{name}_vs_tf']:.2f} %" for name in ("fp32", "fp32_fused")
-                      if f"identical_predictions_{name}_vs_tf" in dev)]
+        engines = [name for name in ("tf", "fp32", "fp32_fused", "int8") if name in dev]
+        metric_names = list(dev["tf"])
+        lines += ["", table([f"dev ({dev['pairs']} pairs)"] + [f"{m} %>" for m in metric_names],
+                            [[name] + [f"{100 * dev[name][m]:.2f}" for m in metric_names] for name in engines])]
+        if any(f"identical_predictions_{name}_vs_tf" in dev for name in engines):
+            lines.append("identical predictions vs TF: " + ", ".join(
+                f"{name} {100 * dev[f'identical_predictions_{name}_vs_tf']:.2f} %" for name in ("fp32", "fp32_fused")
+                if f"identical_predictions_{name}_vs_tf" in dev))
+        else:
+            lines.append("max |score difference| vs TF: " + ", ".join(
+                f"{name} {dev[f'max_abs_score_diff_{name}_vs_tf']:.2e}" for name in ("fp32", "fp32_fused")
+                if f"max_abs_score_diff_{name}_vs_tf" in dev))
     if "speed" in report:
         s = report["speed"]
         lines += ["", table([f"engine ({report['threads']} threads, length 128)", "batch 1 p50 ms>", "batch 1 p90 ms>",
