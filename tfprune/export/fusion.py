@@ -52,7 +52,7 @@ class _Graph:
 
     def scalar(self, name: str):
         value = self.constants.get(name)
-        return float(value) if value is not None and value.size == 1 else None
+        return float(value.reshape(())) if value is not None and value.size == 1 else None  # (1,) too: a regressor's bias
 
     def rename_input(self, old: str, new: str):
         for node in self.consumers.get(old, []):
