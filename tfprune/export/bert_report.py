@@ -35,9 +35,9 @@ def _batched(run, tokenizer, pairs, batch_size: int = 64) -> np.ndarray:
 
 def export_and_report(model_dir: str, out_dir: str, dev_rows: list | None, demo_pairs: list[tuple[str, str]],
                       tokenizer=None, model=None, runs: int = 50, speed: bool = True, task: Task | None = None) -> dict:
-    """Export a sentence-pair classifier (or regressor) to out_dir/model.onnx, model.fused.onnx and model.int8.onnx, check
-    parity and zeros, run the demo pairs, the dev metrics and the speed comparison; write
-    out_dir/onnx_report.json and return the report.
+    """Export a sentence-pair classifier (or regressor) to out_dir/model.onnx, model.fused.onnx and
+    model.int8.onnx, check parity and zeros, run the demo pairs, the dev metrics and the speed comparison;
+    write out_dir/onnx_report.json and return the report.
 
     Args:
         model_dir: the model in Hugging Face layout (loaded unless `model` is given).
