@@ -102,18 +102,18 @@ def main(argv=None):
     from tfprune.export.interleaved import ort_interleaved
     from tfprune.export.runtime import FLUSH_DENORMALS
     from tfprune.report import markdown_table, write_json
-    from tfprune.tasks.glue import MRPC_DEMO_PAIRS, load_glue
+    from tfprune.tasks.glue import demo_pairs, load_glue
 
     task = TASKS[args.task]
     dev_rows = load_glue(task, args.data_dir)[0]["dev"]
-    demo_pairs = MRPC_DEMO_PAIRS if task.name == "mrpc" else [(a, b) for a, b, _ in dev_rows[:2]]
+    demo = demo_pairs(task, dev_rows)
     metric = task.metrics[0]
     threads = os.cpu_count()
     with cli.claim_output_dir(args.output_dir), cli.atomic_output_dir(args.output_dir) as out:
         reports, files = {}, {}
         for name, model_dir in model_dirs.items():
             print(f"exporting {name} ({model_dir})", file=sys.stderr)
-            report = export_and_report(model_dir, os.path.join(out, name), dev_rows, demo_pairs, speed=False, task=task)
+            report = export_and_report(model_dir, os.path.join(out, name), dev_rows, demo, speed=False, task=task)
             reports[name] = report
             report["timed_fp32_file"] = "fp32_fused" if report["fusion"]["used"] else "fp32"
             files[f"{name} fp32"] = os.path.join(out, name, "model.fused.onnx" if report["fusion"]["used"] else "model.onnx")

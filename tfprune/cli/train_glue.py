@@ -606,11 +606,10 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         if args.export_onnx:
             from tfprune.export.bert_report import export_and_report
             from tfprune.export.bert_report import format_report as format_onnx_report
-            from tfprune.tasks.glue import MRPC_DEMO_PAIRS
+            from tfprune.tasks.glue import demo_pairs
 
-            demo = MRPC_DEMO_PAIRS if task.name == "mrpc" else [(a, b) for a, b, _ in dev_rows[:2]]
-            results["onnx"] = export_and_report(model_dir, os.path.join(out, "onnx"), dev_rows, demo, tokenizer,
-                                                model=model, task=task)
+            results["onnx"] = export_and_report(model_dir, os.path.join(out, "onnx"), dev_rows,
+                                                demo_pairs(task, dev_rows), tokenizer, model=model, task=task)
             print(format_onnx_report(results["onnx"]))
         results["wall_seconds"] = clock.seconds
         cli.write_json(os.path.join(out, "results.json"), results)

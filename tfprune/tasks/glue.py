@@ -25,6 +25,11 @@ MRPC_DEMO_PAIRS = [
 ]
 
 
+def demo_pairs(task: Task, dev_rows: list) -> list[tuple[str, str]]:
+    """The pairs an export shows its predictions on: MRPC's hand-written ones, else the first two dev pairs."""
+    return MRPC_DEMO_PAIRS if task.name == "mrpc" else [(a, b) for a, b, _ in dev_rows[:2]]
+
+
 def read_mrpc_tsv(path: str, labelled: bool = True) -> list[tuple[str, str, int]]:
     """Rows (sentence1, sentence2, label) of a GLUE MRPC TSV (label -1 where unlabelled): `glue_tasks`'
     reader with MRPC's layout (Quality, #1 ID, #2 ID, #1 String, #2 String)."""
