@@ -165,6 +165,31 @@ def test_train_glue_prunes_neurons_and_heads_and_saves_the_compact_model(four_he
     assert evaluate(small, dev, accuracy_and_f1) == results["metrics"]
 
 
+def test_admm_removes_whole_neurons_and_heads_and_compacts(four_head_bert_dir, mrpc_dir, tmp_path, capsys):
+    """ADMM on coupled groups: Z keeps whole neurons and heads, the hard prune after the ADMM epochs removes
+    them, masked retraining keeps them removed, and the model compacts to the same logits."""
+    out = tmp_path / "run"
+    printed = _train(capsys, *_structured_run(four_head_bert_dir, mrpc_dir, out, "--admm", "--prune-neurons", "0.75",
+                                              "--prune-heads", "0.5", "--epochs", "3", "--admm-epochs", "2",
+                                              "--admm-iterations", "3", "--compact", "--max-train-samples", "32"))
+    assert "ADMM for 2 epoch(s)" in printed.out and "compacted:" in printed.out
+    results = json.loads((out / "results.json").read_text())
+    assert results["run_name"] == "admm-neurons-0.75-heads-0.5"
+    assert results["admm"]["updates"] == 3 and results["admm"]["hard_prune_step"] == 8
+    assert results["structured"]["neurons"]["schedule"] is None
+    assert [g["alive_in_weights"] for g in results["structured"]["neurons"]["groups"]] == [16] * 3
+    assert [g["alive_in_weights"] for g in results["structured"]["heads"]["groups"]] == [2] * 3
+    assert results["compact"]["layer_sizes"] == [{"intermediate_size": 16, "num_attention_heads": 2}] * 3
+    assert results["compact"]["parity"]["identical_predictions"] == 1.0
+    masked, _, _ = load_classifier(str(out / "model"))
+    for layer in encoder_layers(masked):  # whole units: up column, bias and down row together
+        up, bias = layer.intermediate.dense.kernel.numpy(), layer.intermediate.dense.bias.numpy()
+        down = layer.bert_output.dense.kernel.numpy()
+        gone = ~np.any(up != 0, axis=0)
+        assert gone.sum() == 48 and (bias[gone] == 0).all() and (down[gone] == 0).all()
+        assert np.all(np.any(down[~gone] != 0, axis=1))
+
+
 def test_global_ranking_of_heads_gives_a_non_uniform_compact_model(four_head_bert_dir, mrpc_dir, tmp_path, capsys):
     out = tmp_path / "run"
     _train(capsys, *_structured_run(four_head_bert_dir, mrpc_dir, out, "--prune-heads", "0.5", "--global-ranking",

@@ -261,8 +261,7 @@ def test_admm_trains_toward_z_then_hard_prunes_and_keeps_the_zeros(glue_dir, tin
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--admm", "--prune-neurons", "0.5"], "--admm prunes single weights"),
-    (["--admm", "--final-sparsity", "0"], "--admm needs a --final-sparsity > 0"),
+    (["--admm", "--final-sparsity", "0"], "--admm needs a --final-sparsity > 0 (or --prune-neurons/--prune-heads)"),
     (["--admm", "--admm-rho", "0"], "--admm-rho must be a finite number > 0"),
     (["--admm", "--admm-rho-growth", "0.5"], "--admm-rho-growth must be a finite number >= 1"),
     (["--admm", "--admm-rho", "2"], "--admm-rho (2) must not exceed --admm-rho-max (1)"),

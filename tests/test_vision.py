@@ -151,6 +151,42 @@ def test_admm_projects_exactly_pulls_weights_to_z_and_hard_prunes_to_stay(rng):
         assert (w.kernel.numpy()[was] == 0).all()
 
 
+def test_admm_on_coupled_groups_projects_and_prunes_whole_filters(rng):
+    """Filters coupled with their bias and the next layer's rows: Z removes whole units from every tensor they
+    span, the hard prune installs the groups' masks, and the units stay removed through retraining."""
+    model, wrappers, x, y = _tiny_conv_net(rng, "unit")
+    conv, dense = wrappers
+    conv.layer.bias.assign(rng.standard_normal(4).astype(np.float32))  # no zero bias to hide a miss
+    groups = unit_groups(wrappers)
+    admm = ADMM([], 0.5, rho=0.5, rho_growth=2.0, rho_max=100.0, steps_per_iteration=4, iterations=6, groups=groups)
+    assert [(w.name, part) for w, part in admm.parts] == [(conv.name, "kernel"), (conv.name, "bias"),
+                                                           (dense.name, "kernel")]
+    z_kernel, z_bias, z_dense = (z.numpy() for z in admm.z)
+    gone = np.all(z_kernel.reshape(-1, 4) == 0, axis=0)
+    assert gone.sum() == 2 and (z_bias[gone] == 0).all() and (z_bias[~gone] != 0).all()
+    rows = z_dense.reshape(64, 4, 3)  # Flatten's order: position, then channel
+    assert (rows[:, gone] == 0).all() and (rows[:, ~gone] != 0).all()
+    admm.attach(model)
+    # plain SGD: Adam's steps are bounded by its learning rate whatever rho asks (a unit spans many weights)
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[admm])
+    assert admm.done == 6 and admm.history[-1]["distance"] < 0.05 < admm.history[0]["distance"]
+    assert admm.hard_prune() == pytest.approx([0.5, 0.5, 0.5])
+    gone = ~groups[0].kept
+    assert gone.sum() == 2
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    kernel, bias, following = conv.kernel.numpy().reshape(-1, 4), conv.layer.bias.numpy(), dense.kernel.numpy()
+    assert (kernel[:, gone] == 0).all() and (bias[gone] == 0).all()
+    assert (following.reshape(64, 4, 3)[:, gone] == 0).all()
+    assert np.count_nonzero(kernel[:, ~gone]) == kernel[:, ~gone].size and (bias[~gone] != 0).all()
+
+
+def test_admm_refuses_a_layer_both_alone_and_in_a_group(rng):
+    model, wrappers, _, _ = _tiny_conv_net(rng, "unit")
+    with pytest.raises(TfpruneError, match="both pruned weight by weight and members of coupled groups"):
+        ADMM(wrappers[:1], 0.5, groups=unit_groups(wrappers))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"rho": 0.0}, "rho must be a finite number > 0"),
     ({"rho": float("nan")}, "rho must be a finite number > 0"),
@@ -264,13 +300,14 @@ def test_lenet_pruning_cli_writes_one_row_per_run(tiny_idx, tmp_path, capsys):
     runs = {(r["method"], r["pattern"], r["sparsity"]) for r in results["rows"]}
     assert runs == {("dense", "none", 0.0), ("oneshot", "irregular", 0.9), ("gradual", "irregular", 0.9),
                     ("admm", "irregular", 0.9), ("oneshot", "filter", 0.5), ("gradual", "filter", 0.5),
-                    ("nested", "irregular", 0.5), ("nested", "irregular", 0.9)}
+                    ("admm", "filter", 0.5), ("nested", "irregular", 0.5), ("nested", "irregular", 0.9)}
     for row in results["rows"]:
         assert {"method", "pattern", "sparsity", "accuracy"} <= set(row)
         if row["pattern"] == "irregular":
             assert row["measured_sparsity"] == pytest.approx(row["sparsity"], abs=1e-4)
     nested = {r["sparsity"]: r for r in results["rows"] if r["method"] == "nested"}
     assert nested[0.9]["accuracy"] == nested[0.9]["alone_accuracy"]  # the sparsest level is that run itself
+    assert sorted(row["method"] for row in results["compaction"]) == ["admm", "gradual", "oneshot"]
     for row in results["compaction"]:
         assert row["widths"] == [3, 8, 60, 42] and row["max_abs_logit_diff"] <= 1e-5
     assert (out / "sparsity_vs_accuracy.png").stat().st_size > 0 and (out / "nested_model.npz").exists()

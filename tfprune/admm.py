@@ -8,6 +8,11 @@ sparse Z while the loss keeps them useful (U, the dual variable scaled by 1 / rh
 grows); `hard_prune` then installs the mask of W (the "hard prune"), and a
 masked retrain with the same wrappers follows, pruned weights frozen at zero by the wrappers' masked updates.
 
+Coupled groups (`tfprune.structure`: filters and units, BERT's FFN neurons and heads) are projected as wholes:
+Z keeps the units whose L2 norm over all their members' elements of W + U is largest (`choose_units`, the
+pruner's rule), so the penalty pulls every tensor a unit spans (its column, bias and the next layer's rows)
+toward the same removal, and the hard prune installs the groups' masks.
+
 Use: wrap the layers (`tfprune.prune`, masks all ones), `admm = ADMM(wrappers, 0.95)`, `admm.attach(model)`
 before `compile`, `model.fit(..., callbacks=[admm])`, `admm.hard_prune()`, then fit again to retrain; or give
 `hard_prune_step` and one `fit` does both (the masks are variables the traced step reads, so the same step
@@ -25,15 +30,32 @@ from tfprune.criteria import _check_sparsity
 from tfprune.errors import TfpruneError
 from tfprune.layers import PrunableLayer
 from tfprune.pruner import check_patterns, check_ranking, layer_masks
+from tfprune.structure import CoupledGroup, choose_units, combined_masks
+
+
+def _tensor(wrapper, part: str) -> tf.Variable:
+    return wrapper.kernel if part == "kernel" else wrapper.layer.bias
+
+
+def _as_view(wrapper, part: str, array: np.ndarray) -> np.ndarray:
+    """`array` (the tensor's shape) as coupled groups see it: the kernel's 2-D view, the bias flattened."""
+    return wrapper.view.to_2d(array) if part == "kernel" else array.ravel()
+
+
+def _from_view(wrapper, part: str, array: np.ndarray) -> np.ndarray:
+    return wrapper.view.from_2d(array) if part == "kernel" else array.reshape(wrapper.layer.bias.shape)
 
 
 class ADMM(keras.callbacks.Callback):
     """The ADMM penalty and its Z/U/rho updates for `layers` (wrappers of any registered layer and pattern).
 
     Args:
-        layers: the wrappers to prune; each is projected with its own pattern (or one ranking across all of
-            them with `global_ranking`, which needs one pattern with groups).
-        sparsity: the target, in [0, 1).
+        layers: the wrappers to prune weight by weight; each is projected with its own pattern (or one
+            ranking across all of them with `global_ranking`, which needs one pattern with groups).
+        sparsity: the target of `layers` (and of `groups` given as a plain list), in [0, 1).
+        groups: coupled groups pruned as wholes: a list of `CoupledGroup`s (at `sparsity`: the fraction of
+            each group's units), or of (fraction, groups) pairs, each set at its own fraction (BERT's neurons
+            and heads); with `global_ranking`, one ranking across the groups of a set.
         rho: the penalty's initial weight, > 0 (the reference LeNet-5 recipe: 1e-4 fixed, or 1e-3 doubled).
         rho_growth: rho's factor after every ADMM iteration, >= 1.
         rho_max: rho's ceiling.
@@ -43,16 +65,28 @@ class ADMM(keras.callbacks.Callback):
         hard_prune_step: prune by itself after this optimizer step (None: the caller calls `hard_prune`).
         writer: a tf.summary writer for `admm/rho` and `admm/distance` at every update.
     Raises:
-        TfpruneError: a knob out of range, a pattern that cannot reach `sparsity` on a layer, no layers.
+        TfpruneError: a knob out of range, a pattern that cannot reach `sparsity` on a layer, no layers or
+            groups, a layer both pruned by itself and in a group.
     """
 
     def __init__(self, layers: list[PrunableLayer], sparsity: float, rho: float = 1e-3, rho_growth: float = 1.0,
                  rho_max: float = 1.0, steps_per_iteration: int = 100, iterations: int | None = None,
-                 global_ranking: bool = False, hard_prune_step: int | None = None, writer=None):
+                 global_ranking: bool = False, hard_prune_step: int | None = None, writer=None,
+                 groups: list | None = None):
         super().__init__()
-        if not layers:
-            raise TfpruneError("ADMM needs wrapped layers: wrap them first (tfprune.prune)")
+        layers = list(layers)
+        groups = list(groups or [])
+        if groups and isinstance(groups[0], CoupledGroup):
+            groups = [(sparsity, groups)]
+        if not layers and not any(members for _, members in groups):
+            raise TfpruneError("ADMM needs wrapped layers or coupled groups: wrap them first (tfprune.prune)")
         _check_sparsity(sparsity)
+        for fraction, _ in groups:
+            _check_sparsity(fraction)
+        grouped = {id(w) for _, members in groups for g in members for w in g.wrappers}
+        both = [layer.name for layer in layers if id(layer) in grouped]
+        if both:
+            raise TfpruneError(f"{both} are both pruned weight by weight and members of coupled groups")
         for name, value, low in (("rho", rho, 0.0), ("rho_max", rho_max, 0.0)):
             if not (math.isfinite(value) and value > low):
                 raise TfpruneError(f"ADMM {name} must be a finite number > 0, got {value!r}")
@@ -66,12 +100,17 @@ class ADMM(keras.callbacks.Callback):
                 raise TfpruneError(f"ADMM {name} must be a positive integer, got {value!r}")
         check_ranking(layers, global_ranking)
         check_patterns(layers, sparsity)
-        self.layers, self.sparsity, self.global_ranking = list(layers), float(sparsity), global_ranking
+        self.layers, self.sparsity, self.global_ranking = layers, float(sparsity), global_ranking
+        self.groups = [(float(fraction), list(members)) for fraction, members in groups]
+        # the tensors the penalty pulls: the layers' kernels, then each tensor the groups span, once
+        self.parts = [(layer, "kernel") for layer in layers] + list(dict.fromkeys(
+            (m.wrapper, m.part) for _, members in self.groups for g in members for m in g.members))
         self.rho_start, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
         self.steps_per_iteration, self.iterations = int(steps_per_iteration), iterations
         self.rho = tf.Variable(float(rho), trainable=False, dtype=tf.float32, name="admm_rho")
-        self.z = [tf.Variable(layer.kernel, trainable=False, name="admm_z") for layer in self.layers]
-        self.u = [tf.Variable(tf.zeros_like(layer.kernel), trainable=False, name="admm_u") for layer in self.layers]
+        tensors = [_tensor(w, part) for w, part in self.parts]
+        self.z = [tf.Variable(t, trainable=False, name="admm_z") for t in tensors]
+        self.u = [tf.Variable(tf.zeros_like(t), trainable=False, name="admm_u") for t in tensors]
         self.hard_prune_step, self.writer = hard_prune_step, writer
         self._done = tf.Variable(0, trainable=False, dtype=tf.int64, name="admm_updates")
         # what a resumed run needs (tf.train.Checkpoint tracks the dict): Z, U, rho, the updates made
@@ -93,8 +132,8 @@ class ADMM(keras.callbacks.Callback):
 
     def penalty(self) -> tf.Tensor:
         """(rho / 2) * sum ||W - Z + U||^2: the term `attach` adds to the model's loss."""
-        return self.rho / 2.0 * tf.add_n([tf.reduce_sum(tf.square(layer.kernel - z + u))
-                                          for layer, z, u in zip(self.layers, self.z, self.u)])
+        return self.rho / 2.0 * tf.add_n([tf.reduce_sum(tf.square(_tensor(w, part) - z + u))
+                                          for (w, part), z, u in zip(self.parts, self.z, self.u)])
 
     def attach(self, model) -> None:
         """Add the penalty to `model`'s losses (before `compile`/`fit`: a traced train step holds its losses)."""
@@ -102,19 +141,32 @@ class ADMM(keras.callbacks.Callback):
             model.add_loss(self.penalty)
             self.attached = True
 
-    def _projection_masks(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The keep-masks of the target sparsity for `arrays` (each layer's weight shape): the pruner's."""
+    def _projection_masks(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list]:
+        """(the keep-masks of `arrays`, one per tensor of `parts` in its shape, at the targets: the pruner's;
+        the kept units of every group set). Layers by their patterns, groups as wholes."""
+        n = len(self.layers)
         views = [layer.view for layer in self.layers]
         masks = layer_masks(self.layers, [view.to_2d(a) for view, a in zip(views, arrays)], self.sparsity,
-                            self.global_ranking)
-        return [view.from_2d(m) for view, m in zip(views, masks)]
+                            self.global_ranking) if self.layers else []
+        masks = [view.from_2d(m) for view, m in zip(views, masks)]
+        if not self.groups:
+            return masks, []
+        values = {(id(w), part): _as_view(w, part, a) for (w, part), a in zip(self.parts[n:], arrays[n:])}
+        kept, combined = [], {}
+        for fraction, members in self.groups:
+            chosen = choose_units(members, fraction, self.global_ranking, [g.scores(values) for g in members])
+            kept.append(chosen)
+            for key, (wrapper, part, keep) in combined_masks(members, chosen).items():
+                combined[key] = (wrapper, part, combined[key][2] & keep if key in combined else keep)
+        masks += [_from_view(w, part, combined[id(w), part][2]) for w, part in self.parts[n:]]
+        return masks, kept
 
     def update_z(self) -> None:
         """Z <- projection of W + U; U <- U + W - Z (the first call, before training: Z = projection of W)."""
-        weights = [layer.kernel.numpy() for layer in self.layers]
+        weights = [_tensor(w, part).numpy() for w, part in self.parts]
         shifted = [w + u.numpy() for w, u in zip(weights, self.u)]
         projected = [np.where(keep, s, 0).astype(w.dtype)
-                     for w, s, keep in zip(weights, shifted, self._projection_masks(shifted))]
+                     for w, s, keep in zip(weights, shifted, self._projection_masks(shifted)[0])]
         for z, u, s, p in zip(self.z, self.u, shifted, projected):
             z.assign(p)
             u.assign(s - p)  # U + W - Z
@@ -149,9 +201,19 @@ class ADMM(keras.callbacks.Callback):
 
     def hard_prune(self) -> list[float]:
         """Install the masks of W at the target (pruned weights zeroed) and switch the penalty off, so the
-        model retrains masked; returns each layer's sparsity as installed."""
-        masks = self._projection_masks([layer.kernel.numpy() for layer in self.layers])
+        model retrains masked; returns each tensor's sparsity as installed (the order of `parts`)."""
+        masks, kept = self._projection_masks([_tensor(w, part).numpy() for w, part in self.parts])
+        n = len(self.layers)
         for layer, keep in zip(self.layers, masks):
             layer.set_mask(keep, self.sparsity)
+        target = {id(w): fraction for fraction, members in self.groups for g in members for w in g.wrappers}
+        for (wrapper, part), keep in zip(self.parts[n:], masks[n:]):
+            if part == "kernel":
+                wrapper.set_mask(keep, target[id(wrapper)])
+            else:
+                wrapper._install_bias_mask(keep)
+        for (_, members), chosen in zip(self.groups, kept):
+            for group, keep_units in zip(members, chosen):
+                group.kept = keep_units
         self.rho.assign(0.0)
         return [1.0 - float(np.mean(keep)) for keep in masks]

@@ -3,8 +3,8 @@ the same trained dense model and gets the same number of epochs.
 
 - one-shot: the target mask at the first step, then masked retraining for every epoch;
 - gradual: Zhu & Gupta's schedule from 0 to the target over the first two thirds of the epochs;
-- ADMM: `admm_fraction` of the epochs with the ADMM penalty (`tfprune.admm`), a hard prune, then masked
-  retraining for the rest.
+- ADMM: `admm_fraction` of the epochs with the ADMM penalty (`tfprune.admm`; filter runs project whole
+  coupled units), a hard prune, then masked retraining for the rest.
 Every run trains on the labels by cross-entropy, or with `loss` on targets that carry a teacher's logits
 beside the labels (`tfprune.distillation`: the dense model as teacher).
 Irregular runs prune all five kernels with one magnitude ranking across them (the small first convolution
@@ -96,8 +96,8 @@ def prune_run(dense, method: str, pattern: str, sparsity: float, x, y, epochs: i
         options = dict(admm_options or {})
         admm_epochs = min(epochs - 1, max(1, round(epochs * options.pop("fraction", 0.5))))
         iterations = options.pop("iterations", 30)
-        admm = ADMM(wrappers, sparsity, steps_per_iteration=max(1, admm_epochs * per_epoch // iterations),
-                    iterations=iterations, global_ranking=pattern == "irregular", **options)
+        admm = ADMM(layers, sparsity, steps_per_iteration=max(1, admm_epochs * per_epoch // iterations),
+                    iterations=iterations, global_ranking=pattern == "irregular", groups=groups, **options)
         admm.attach(model)
         compile_model(model, learning_rate, admm_epochs * per_epoch, loss)
         model.fit(x, y, epochs=admm_epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=[admm])

@@ -59,9 +59,11 @@ class Member:
             return self.wrapper.view.to_2d(self.wrapper.kernel.numpy())
         return self.wrapper.layer.bias.numpy().ravel()
 
-    def unit_squares(self) -> np.ndarray:
-        """Sum of squares of each unit's elements in this member."""
-        values = np.moveaxis(np.square(self.values().astype(np.float64)), self.axis, 0)
+    def unit_squares(self, values: np.ndarray | None = None) -> np.ndarray:
+        """Sum of squares of each unit's elements in this member: of the tensor, or of `values` in its view
+        (what ADMM projects: W + U)."""
+        values = self.values() if values is None else values
+        values = np.moveaxis(np.square(values.astype(np.float64)), self.axis, 0)
         along = values.reshape(values.shape[0], -1).sum(axis=1)
         return along[self.index].sum(axis=1)
 
@@ -102,9 +104,12 @@ class CoupledGroup:
     def units(self) -> int:
         return len(self.members[0].index)
 
-    def scores(self) -> np.ndarray:
-        """L2 norm of each unit over all members' elements."""
-        return np.sqrt(sum(m.unit_squares() for m in self.members))
+    def scores(self, values: dict | None = None) -> np.ndarray:
+        """L2 norm of each unit over all members' elements: of the tensors, or of `values`
+        ({(id(wrapper), part): array in the member's view}) in their place."""
+        if values is None:
+            return np.sqrt(sum(m.unit_squares() for m in self.members))
+        return np.sqrt(sum(m.unit_squares(values[id(m.wrapper), m.part]) for m in self.members))
 
     def kept_in_weights(self) -> np.ndarray:
         """Boolean per unit: False where every element of the unit is zero in every member, read from the
@@ -126,14 +131,16 @@ def pruned_units(units: int, sparsity: float) -> int:
     return min(int(sparsity * units + 0.5), units - 1)
 
 
-def choose_units(groups: list[CoupledGroup], sparsity: float, global_ranking: bool = False) -> list[np.ndarray]:
+def choose_units(groups: list[CoupledGroup], sparsity: float, global_ranking: bool = False,
+                 scores: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Boolean kept-units per group. Identical-layer rule: every group prunes `pruned_units(units, sparsity)`
     of its own lowest-scoring units. Global ranking: the lowest scores across all groups go, as many as the
-    groups' counts added up, each group keeping at least one unit. Ties go in index order."""
+    groups' counts added up, each group keeping at least one unit. Ties go in index order. `scores`: per
+    group, in place of the groups' own (`CoupledGroup.scores`)."""
     from tfprune.criteria import _check_sparsity
 
     _check_sparsity(sparsity)
-    scores = [g.scores() for g in groups]
+    scores = [g.scores() for g in groups] if scores is None else scores
     if not global_ranking:
         kept = []
         for group, score in zip(groups, scores):

@@ -130,8 +130,6 @@ def main(argv=None):
         filtered = {}
         for pattern in patterns:
             for method in methods:
-                if pattern == "filter" and method == "admm":
-                    continue  # ADMM's projection is per tensor; filters are coupled across layers
                 for sparsity in sparsities if pattern == "irregular" else filter_sparsities:
                     model, row = sweep.prune_run(dense, method, pattern, sparsity, x, targets, args.prune_epochs,
                                                  args.batch_size, args.learning_rate, args.seed, admm_options, loss)

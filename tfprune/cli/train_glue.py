@@ -104,8 +104,9 @@ def build_parser(task: str | None = None):
     g.add_argument("--keep-sep", action="store_true", help="keep the [SEP] tokens as well as [CLS]")
     g = p.add_argument_group(
         "ADMM", "Instead of the gradual schedule: the first --admm-epochs train with the penalty (rho / 2) ||W - Z + "
-        "U||^2 toward Z, the projection of W + U onto the --final-sparsity masks of --pattern (updated --admm-iterations "
-        "times, rho growing by --admm-rho-growth up to --admm-rho-max), then a hard prune to the weights' mask and "
+        "U||^2 toward Z, the projection of W + U onto the --final-sparsity masks of --pattern, or onto whole neurons "
+        "and heads with --prune-neurons/--prune-heads (updated --admm-iterations times, rho growing by "
+        "--admm-rho-growth up to --admm-rho-max), then a hard prune to the weights' mask and "
         "masked retraining for the remaining epochs. From --init-from too (the reference recipe starts from a "
         "trained model).")
     g.add_argument("--admm", action="store_true", help="prune with ADMM (tfprune.admm) instead of the schedule")
@@ -258,11 +259,8 @@ def check_gradual(args) -> None:
 def check_admm(args) -> None:
     """--admm's knobs and what it combines with (the epochs are checked once the model's defaults are set)."""
     cli.require_positive(args, "admm_epochs", "admm_iterations")
-    if structured(args):
-        raise cli.UsageError("--admm prunes single weights to --final-sparsity; --prune-neurons/--prune-heads "
-                             "prune whole neurons and heads on the schedule: give one or the other")
-    if not args.final_sparsity:
-        raise cli.UsageError("--admm needs a --final-sparsity > 0")
+    if not args.final_sparsity and not structured(args):
+        raise cli.UsageError("--admm needs a --final-sparsity > 0 (or --prune-neurons/--prune-heads)")
     if args.patience is not None:
         raise cli.UsageError("--patience stops prune-then-retrain early; --admm runs its ADMM epochs, then "
                              "retrains masked to --epochs")
@@ -475,8 +473,9 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     if args.admm:
         admm_steps = admm_epoch_count * len(train)
         try:
-            admm = ADMM(wrappers, args.final_sparsity, rho=args.admm_rho, rho_growth=args.admm_rho_growth,
-                        rho_max=args.admm_rho_max,
+            admm = ADMM([] if unit_groups else wrappers, args.final_sparsity, rho=args.admm_rho,
+                        rho_growth=args.admm_rho_growth, rho_max=args.admm_rho_max,
+                        groups=[(fraction, groups) for fraction, groups in unit_groups.values()],
                         # every update before the prune (one at its step would be moot)
                         steps_per_iteration=max(1, admm_steps // (args.admm_iterations + 1)),
                         iterations=args.admm_iterations, global_ranking=args.global_ranking,
@@ -501,7 +500,7 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     unit_pruning = {kind: GradualPruningCallback(schedule_to(0.0, fraction), global_ranking=args.global_ranking,
                                                  log_every=args.log_every, groups=groups, writer=writer,
                                                  tag=f"pruning/{kind}")
-                    for kind, (fraction, groups) in unit_groups.items()}
+                    for kind, (fraction, groups) in unit_groups.items() if not admm}
     checkpoints = RunCheckpoint(os.path.join(output_dir, "checkpoints"), run_settings(args), args.checkpoint_every,
                                 lambda: {"evaluations": logger.evaluations,
                                          "nonzero_history": pruning.history if pruning else [],
@@ -597,8 +596,9 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
         if pruning is not None:
             results["nonzero_history"] = pruning.history
         if unit_groups:
-            results["structured"] = {kind: {"fraction": fraction, "schedule": to_dict(unit_pruning[kind].schedule),
-                                            "groups": group_report(groups), "history": unit_pruning[kind].history}
+            results["structured"] = {kind: {"fraction": fraction, "schedule": to_dict(unit_pruning[kind].schedule)
+                                            if kind in unit_pruning else None, "groups": group_report(groups),
+                                            "history": unit_pruning[kind].history if kind in unit_pruning else []}
                                      for kind, (fraction, groups) in unit_groups.items()}
         if compacted:
             results["compact_model_dir"] = os.path.join(output_dir, "compact_model")
