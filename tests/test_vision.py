@@ -174,7 +174,9 @@ def test_admm_on_coupled_groups_projects_and_prunes_whole_filters(rng):
     assert admm.hard_prune() == pytest.approx([0.5, 0.5, 0.5])
     gone = ~groups[0].kept
     assert gone.sum() == 2
-    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    groups[0].kept = np.ones(4, bool)  # as a resumed run's fresh groups would start
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[admm])  # past the prune: reads them back
+    assert (groups[0].kept == ~gone).all()
     kernel, bias, following = conv.kernel.numpy().reshape(-1, 4), conv.layer.bias.numpy(), dense.kernel.numpy()
     assert (kernel[:, gone] == 0).all() and (bias[gone] == 0).all()
     assert (following.reshape(64, 4, 3)[:, gone] == 0).all()

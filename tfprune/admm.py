@@ -179,6 +179,12 @@ class ADMM(keras.callbacks.Callback):
                 tf.summary.scalar("admm/rho", entry["rho"])
                 tf.summary.scalar("admm/distance", entry["distance"])
 
+    def on_train_begin(self, logs=None):
+        if self.pruned:  # resumed after the hard prune: the groups' kept units, read back from the weights
+            for _, members in self.groups:
+                for group in members:
+                    group.kept = group.kept_in_weights()
+
     def on_train_batch_end(self, batch, logs=None):
         if not self.attached:
             raise TfpruneError("ADMM: call attach(model) before compile and fit, or the penalty is not trained")
