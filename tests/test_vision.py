@@ -363,6 +363,49 @@ def test_lenet_distillation_flags_are_checked_before_loading(extra, message, tmp
     assert message in err and err.count("error:") == 1 and not out.exists()
 
 
+def test_lenet_dense_from_reuses_an_earlier_runs_dense_model(tiny_idx, tmp_path, capsys):
+    """Every run saves its dense weights; --dense-from takes them instead of training: the same dense model
+    (the same test accuracy, the same saved weights) with no dense epochs run."""
+    from tfprune import cli
+    from tfprune.cli import lenet_pruning
+
+    common = ["--data-dir", str(tiny_idx), "--epochs", "1", "--prune-epochs", "1", "--methods", "oneshot",
+              "--patterns", "irregular", "--sparsities", "0.9", "--nested-levels", ""]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.run(lenet_pruning.main, [*common, "--output-dir", str(first)]) == 0
+    assert cli.run(lenet_pruning.main, [*common, "--epochs", "5", "--dense-from", str(first),
+                                        "--output-dir", str(second)]) == 0
+    assert f"(from {first})" in capsys.readouterr().out
+    results = [json.loads((folder / "results.json").read_text()) for folder in (first, second)]
+    assert results[1]["dense_accuracy"] == results[0]["dense_accuracy"]
+    assert [r["epochs"] for r in results[1]["rows"] if r["method"] == "dense"] == [None]
+    saved = [np.load(folder / lenet_pruning.DENSE_FILE) for folder in (first, second)]
+    assert len(saved[0].files) == 10
+    for name in saved[0].files:
+        np.testing.assert_array_equal(saved[0][name], saved[1][name])
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no dense_weights.npz there"),
+    (b"not an npz", "dense_weights.npz is not a LeNet-5's weights"),
+    ("wrong shapes", "dense_weights.npz is not a LeNet-5's weights"),
+])
+def test_lenet_dense_from_refuses_a_folder_without_a_lenet(content, message, tiny_idx, tmp_path, capsys):
+    from tfprune import cli
+    from tfprune.cli import lenet_pruning
+
+    folder, out = tmp_path / "earlier", tmp_path / "lenet"
+    folder.mkdir()
+    if content == "wrong shapes":
+        np.savez(folder / lenet_pruning.DENSE_FILE, np.zeros((3, 3)))
+    elif content is not None:
+        (folder / lenet_pruning.DENSE_FILE).write_bytes(content)
+    assert cli.run(lenet_pruning.main, ["--data-dir", str(tiny_idx), "--dense-from", str(folder),
+                                        "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and "Traceback" not in err and not out.exists()
+
+
 def test_kernel_pattern_refused_on_a_dense_before_training():
     inputs = keras.Input((6,))
     wrapper = PrunableLayer(keras.layers.Dense(4), Pattern("kernel"))

@@ -19,6 +19,8 @@ import os
 
 from tfprune import cli
 
+DENSE_FILE = "dense_weights.npz"
+
 
 def parse_fractions(text: str, flag: str) -> list[float]:
     values = cli.comma_separated(text, float, f"{flag} must be comma-separated numbers, got {text!r}")
@@ -43,6 +45,8 @@ def build_parser():
     cli.add_image_data_arguments(p)
     p.add_argument("--output-dir", default="logs/lenet", help="results, table, plot (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=20, help="dense training epochs (default: %(default)s)")
+    p.add_argument("--dense-from", metavar="DIR", help="take the dense model from an earlier run's output folder "
+                   "(its dense_weights.npz) instead of training it: other pruning runs from the same model")
     p.add_argument("--prune-epochs", type=int, default=10,
                    help="epochs of every pruning run, whatever its method (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -90,7 +94,25 @@ def check_args(args):
     cli.check_distillation_knobs(args)
     if "admm" in methods and args.prune_epochs < 2:
         raise cli.UsageError("ADMM needs --prune-epochs >= 2 (ADMM epochs, then masked retraining)")
+    if args.dense_from is not None and not os.path.isfile(os.path.join(args.dense_from, DENSE_FILE)):
+        raise cli.UsageError(f"--dense-from {args.dense_from}: no {DENSE_FILE} there (a lenet_pruning.py output "
+                             "folder holds one)")
     return methods, patterns, sparsities, filter_sparsities, levels
+
+
+def load_dense(folder: str):
+    """The dense LeNet-5 an earlier run saved in `folder`; a UsageError when the file is not one."""
+    import numpy as np
+
+    from tfprune.models.lenet import build_lenet5
+
+    model = build_lenet5()
+    try:
+        with np.load(os.path.join(folder, DENSE_FILE)) as saved:
+            model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    except (OSError, ValueError, KeyError) as error:
+        raise cli.UsageError(f"--dense-from {folder}: {DENSE_FILE} is not a LeNet-5's weights ({error})") from None
+    return model
 
 
 def main(argv=None):
@@ -109,14 +131,18 @@ def main(argv=None):
     from tfprune.challenge import accuracy
     from tfprune.models.lenet import compact_lenet
 
+    dense = load_dense(args.dense_from) if args.dense_from else None  # a bad file: refused before any output
     clock = cli.Stopwatch()
     with cli.claim_output_dir(args.output_dir), cli.atomic_output_dir(args.output_dir) as out:
         print(f"data: {args.dataset} from {source}: {len(x)} train / {len(x_test)} test images")
-        dense = sweep.train_dense(x, y, args.epochs, args.batch_size, args.learning_rate, args.seed)
+        if dense is None:
+            dense = sweep.train_dense(x, y, args.epochs, args.batch_size, args.learning_rate, args.seed)
+        np.savez(os.path.join(out, DENSE_FILE), *dense.get_weights())
         dense_accuracy = accuracy(dense, x_test, y_test)
-        print(f"dense: {100 * dense_accuracy:.2f} % after {args.epochs} epochs ({clock.seconds:.0f} s)")
+        print(f"dense: {100 * dense_accuracy:.2f} % " + (f"(from {args.dense_from})" if args.dense_from else
+                                                         f"after {args.epochs} epochs ({clock.seconds:.0f} s)"))
         rows = [{"method": "dense", "pattern": "none", "sparsity": 0.0, "measured_sparsity": 0.0,
-                 "accuracy": dense_accuracy, "epochs": args.epochs}]
+                 "accuracy": dense_accuracy, "epochs": None if args.dense_from else args.epochs}]
         targets, loss, distillation = y, None, None
         if args.distill:  # the dense model's logits computed once: it is the same teacher for every run
             from tfprune.distillation import distillation_loss, teacher_targets
