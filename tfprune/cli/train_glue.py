@@ -86,7 +86,8 @@ def build_parser(task: str | None = None):
     g = p.add_argument_group(
         "structured pruning", "Whole FFN neurons (column j of the up-projection, its bias, row j of the "
         "down-projection) and attention heads (their query, key and value columns and biases, their rows of the "
-        "attention output), on the same schedule as above (or one-shot with --init-from), in place of "
+        "attention output), on the same schedule as above (or one-shot with --init-from, or by ADMM with --admm), "
+        "in place of "
         "--final-sparsity; --global-ranking ranks them across layers. With --compact the model without them is "
         "saved as well.")
     g.add_argument("--prune-neurons", type=cli.sparsity_arg, help="fraction of each layer's FFN neurons to remove")
