@@ -11,7 +11,7 @@ TensorBoard scalars, a % non-zero plot, results.json, and the stripped model in 
 without tfprune).
 
     python train_glue.py --task rte --final-sparsity 0.7
-    python train_glue.py --task stsb --final-sparsity 0                 # dense (no wrappers); STS-B: regression
+    python train_glue.py --task stsb --final-sparsity 0 --epochs 5      # dense (no wrappers); STS-B: regression
     python train_glue.py --task mrpc --prune-scope all --final-sparsity 0.9 --teacher logs/mrpc/dense/model
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --final-sparsity 0.7 --epochs 10
     python train_glue.py --task mrpc --init-from logs/mrpc/dense --gradual --prune-scope all --final-sparsity 0.9 \
