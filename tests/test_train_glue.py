@@ -307,6 +307,28 @@ def test_training_defaults_follow_the_model(tiny_bert_dir):
         train_glue.training_defaults(args, SimpleNamespace(config=config))
         assert (args.epochs, args.learning_rate, args.warmup_ratio) == (expected["epochs"], expected["learning_rate"], 0.05)
     assert train_glue.HF_DEFAULTS == {"epochs": 3, "learning_rate": 2e-5, "warmup_ratio": 0.0}
+    # Pruning on the schedule from the pre-trained model: MiniLM trains 5 epochs, unless told; others keep 3.
+    for config, epochs, expected in ((minilm, None, 5), (minilm, 4, 4), (BertConfig(), None, 3)):
+        args = SimpleNamespace(epochs=epochs, learning_rate=None, warmup_ratio=None)
+        said = train_glue.training_defaults(args, SimpleNamespace(config=config), gradual=True)
+        assert args.epochs == expected and args.warmup_ratio == (0.1 if config is minilm else 0.0)
+        assert ("5 epochs when pruning" in said) == (config is minilm)
+
+
+def test_gradual_runs_of_a_minilm_shaped_model_train_5_epochs(mrpc_dir, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """The epochs default follows the mode: pruning from the pre-trained model 5, dense 3 (MiniLM's defaults)."""
+    from tfprune.models import bert
+
+    monkeypatch.setattr(bert, "has_minilm_shape", lambda config: True)
+    for sparsity, epochs in (("0.5", 5), ("0", 3)):
+        out = tmp_path / f"run-{sparsity}"
+        args = ["--model", tiny_bert_dir, "--data-dir", mrpc_dir, "--max-train-samples", "8", "--max-eval-samples",
+                "8", "--batch-size", "8", "--final-sparsity", sparsity, "--output-dir", out]
+        assert run(train_glue.main, ["--task", "mrpc"] + [str(a) for a in args]) == 0, capsys.readouterr().err[-2000:]
+        results = json.loads((out / "results.json").read_text())
+        assert [e["epoch"] for e in results["evaluations"]] == list(range(1, epochs + 1))
+        assert results["arguments"]["epochs"] == epochs and results["arguments"]["learning_rate"] == 1e-4
+        assert ("5 epochs when pruning" in results["training_defaults"]) == (epochs == 5)
 
 
 def test_train_mrpc_is_train_glue_for_mrpc(mrpc_dir, tiny_bert_dir, tmp_path, capsys):
