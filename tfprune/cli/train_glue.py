@@ -388,7 +388,8 @@ def training_defaults(args, model, gradual: bool = False) -> str:
             setattr(args, key, defaults[key])
     if not minilm:
         return "Hugging Face's text-classification example's"
-    return "all-MiniLM-L6-v2's (measured on MRPC)" + (", 5 epochs when pruning while fine-tuning" if gradual else "")
+    return "all-MiniLM-L6-v2's (measured on MRPC)" + (
+        f", {MINILM_GRADUAL_EPOCHS} epochs when pruning while fine-tuning" if gradual else "")
 
 
 def _summary(args) -> None:
