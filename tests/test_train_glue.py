@@ -236,6 +236,25 @@ def test_gradual_from_a_fine_tuned_model_follows_the_schedule_and_keeps_the_last
     assert _saved_metrics(out, dev, mrpc) == pytest.approx(results["metrics"])
 
 
+def test_a_begin_step_holds_the_masks_open_until_it_and_the_summary_says_so(glue_dir, tiny_bert_dir, tmp_path,
+                                                                            capsys):
+    """--begin-step 4 --end-step 10 over 12 steps: no pruning before step 4, Zhu & Gupta's cubic from there (a
+    mask update every 2 steps), the target reached at step 10; the run's summary line names both steps."""
+    out = tmp_path / "late"
+    captured = _train(capsys, *_quick(tiny_bert_dir, glue_dir, "mrpc", out, "--final-sparsity", "0.6",
+                                      "--begin-step", "4", "--end-step", "10", "--frequency", "2", "--epochs", "3",
+                                      "--max-train-samples", "32", "--log-every", "2"))
+    assert "(gradual, steps 4 to 10)" in captured.out
+    results = json.loads((out / "results.json").read_text())
+    assert results["schedule"]["begin_step"] == 4 and results["schedule"]["end_step"] == 10
+    history = {row["step"]: row for row in results["nonzero_history"]}
+    assert history[2]["target_sparsity"] == 0.0 and history[2]["nonzero_pct_all"] == 100.0
+    assert history[6]["target_sparsity"] == pytest.approx(0.6 * (1 - (2 / 3) ** 3))
+    assert history[8]["target_sparsity"] == pytest.approx(0.6 * (1 - (1 / 3) ** 3))
+    assert history[10]["target_sparsity"] == 0.6
+    assert results["measured_ffn_sparsity"] == pytest.approx(0.6, abs=1 / 64)
+
+
 def test_admm_trains_toward_z_then_hard_prunes_and_keeps_the_zeros(glue_dir, tiny_bert_dir, tmp_path, capsys):
     """Two epochs under the penalty (3 Z/U updates, rho doubling), the hard prune after their last step, one epoch
     of masked retraining: every FFN kernel ends with exactly half its weights zero, the mask of the prune."""

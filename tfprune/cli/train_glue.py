@@ -542,7 +542,9 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
             else f"{len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to {args.final_sparsity:.0%}")
     print(f"task: {task.name}; model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} "
           f"dev examples); {total_steps} steps; training defaults: {defaults_used}; " +
-          (f"pruning {what} ({mode}" + (")" if one_shot or args.admm else f", by step {end_step})")
+          (f"pruning {what} ({mode}" + (")" if one_shot or args.admm else
+                                      f", steps {args.begin_step} to {end_step})" if args.begin_step else
+                                      f", by step {end_step})")
            if wrappers else "dense") +
           (f"; distilling from {args.teacher}" if args.teacher else "") +
           (f"; token pruning {','.join(f'{r:g}' for r in args.token_pruning)}" if args.token_pruning else ""))
