@@ -540,12 +540,11 @@ def _train(args, task, pattern, dense_run: bool, run_name: str, output_dir: str)
     what = (" and ".join(f"{fraction:.0%} of each layer's {'FFN neurons' if kind == 'neurons' else 'heads'}"
                          for kind, (fraction, _) in unit_groups.items()) if unit_groups
             else f"{len(wrappers)} tensors ({args.prune_scope}, {pattern.name}) to {args.final_sparsity:.0%}")
+    span = ("" if one_shot or args.admm else
+            f", steps {args.begin_step} to {end_step}" if args.begin_step else f", by step {end_step}")
     print(f"task: {task.name}; model: {model_used}; data: {data_source} ({len(train_rows)} train / {len(dev_rows)} "
           f"dev examples); {total_steps} steps; training defaults: {defaults_used}; " +
-          (f"pruning {what} ({mode}" + (")" if one_shot or args.admm else
-                                      f", steps {args.begin_step} to {end_step})" if args.begin_step else
-                                      f", by step {end_step})")
-           if wrappers else "dense") +
+          (f"pruning {what} ({mode}{span})" if wrappers else "dense") +
           (f"; distilling from {args.teacher}" if args.teacher else "") +
           (f"; token pruning {','.join(f'{r:g}' for r in args.token_pruning)}" if args.token_pruning else ""))
 
