@@ -60,8 +60,8 @@ def build_parser(task: str | None = None):
     g = p.add_argument_group(
         "training", "Defaults: Hugging Face's text-classification example (3 epochs, 2e-5, no warm-up) for "
         "bert-base-uncased and other models; for a model of the packaged all-MiniLM-L6-v2's shape, the values "
-        "measured best for it on MRPC: 3 epochs (5 when pruning on the schedule from the pre-trained model), 1e-4, "
-        "warm-up 0.1 (results.json says which applied).")
+        f"measured best for it on MRPC: 3 epochs ({MINILM_GRADUAL_EPOCHS} when pruning on the schedule from the "
+        "pre-trained model), 1e-4, warm-up 0.1 (results.json says which applied).")
     g.add_argument("--epochs", type=int, help="with --init-from: the most epochs of retraining (with "
                    "--gradual: all of them)")
     g.add_argument("--batch-size", type=int, default=32)
