@@ -6,8 +6,8 @@ drops padding at its first pruner, so padded-128 batches show its largest gain a
 the honest one.
 
 Every model is exported first (tfprune.export's pipeline: parity with TensorFlow, zeros, ORT fusions where
-they hold parity, INT8); then all files are timed in one bare ONNX Runtime process, in turn within every
-iteration (`tfprune.export.interleaved`). Speed-ups are medians of per-iteration ratios against the first
+they hold parity, INT8); then all files are timed in one bare ONNX Runtime process on one shared, spinning
+thread pool, in turn within every iteration (`tfprune.export.interleaved`). Speed-ups are medians of per-iteration ratios against the first
 model's fp32 file (fused when fusion held parity).
 
 Then each file runs alone under ONNX Runtime's profiler at length 128 (`--profile-runs`), and a second table

@@ -3,6 +3,9 @@ compacted model built, saved, reloaded (a plain Hugging Face checkpoint when uni
 a one-head layer, and the interleaved timer's order and ratios. Tiny random BERTs with four heads."""
 import json
 import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -276,6 +279,27 @@ def test_interleaved_timing_profiles_every_node_of_each_model(tmp_path):
         assert {op: entry["nodes"] for op, entry in profile["ops"].items()} == {"MatMul": 2, "Relu": 1, "Sigmoid": 1}
         assert 0 < sum(entry["ms"] for entry in profile["ops"].values()) <= profile["run_ms"]
     assert sorted(os.listdir(tmp_path)) == ["inputs.npz", "narrow.onnx", "spec.json", "wide.onnx"]
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="sets the x86-64 MXCSR")
+def test_the_timing_process_flushes_denormals_in_threads_it_starts_afterwards():
+    # ONNX Runtime's shared pool starts its threads after the flag is set; a product below float32's
+    # smallest normal (1.2e-38) must then be 0 in the calling thread and in a new one
+    code = """
+import threading
+import numpy as np
+from tfprune.export.interleaved import flush_denormals_in_process
+tiny = np.float32(1e-38)
+before = float(tiny * np.float32(1e-3))
+flush_denormals_in_process()
+seen = []
+thread = threading.Thread(target=lambda: seen.append(float(tiny * np.float32(1e-3))))
+thread.start()
+thread.join()
+print(before > 0, float(tiny * np.float32(1e-3)), seen[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "0.0", "0.0"]
 
 
 def test_latency_benchmark_times_and_profiles_a_model_and_its_compacted_self(four_head_bert_dir, mrpc_dir, tmp_path):
