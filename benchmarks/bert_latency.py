@@ -10,8 +10,10 @@ they hold parity, INT8); then all files are timed in one bare ONNX Runtime proce
 thread pool, in turn within every iteration (`tfprune.export.interleaved`). Speed-ups are medians of per-iteration ratios against the first
 model's fp32 file (fused when fusion held parity).
 
-Then each file runs alone under ONNX Runtime's profiler at length 128 (`--profile-runs`), and a second table
-says where its time goes: matrix products, the fused attention, layer norms, GELU, the rest. Removing FFN
+Then each file runs alone in its own process with ONNX Runtime's default session options at length 128
+(`--alone-runs`), as a model deployed alone: the interleaved ratios are checked against these. Then each
+file runs alone under ONNX Runtime's profiler at length 128 (`--profile-runs`), and a last table says where
+its time goes: matrix products, the fused attention, layer norms, GELU, the rest. Removing FFN
 neurons shrinks only the FFN's products and GELU, so their share of the dense model bounds its speed-up.
 
     python benchmarks/bert_latency.py --model dense=logs/mrpc/dense \\
@@ -88,10 +90,13 @@ def main(argv=None):
     parser.add_argument("--dev-examples", type=int, default=64, help="dev pairs timed one by one per round")
     parser.add_argument("--profile-runs", type=int, default=20, help="profiled runs of each file at length 128, "
                         "batch 1 (batch 32 gets a quarter); 0 profiles nothing (default: %(default)s)")
+    parser.add_argument("--alone-runs", type=int, default=50, help="runs of each file alone in its own process "
+                        "at length 128, batch 1 (batch 32 gets a fifth, at least 10); 0 skips it (default: %(default)s)")
     args = parser.parse_args(argv)
     cli.require_positive(args, "iterations", "dev_examples")
-    if args.profile_runs < 0:
-        raise cli.UsageError(f"--profile-runs must be 0 or more, got {args.profile_runs}")
+    for flag in ("profile_runs", "alone_runs"):
+        if getattr(args, flag) < 0:
+            raise cli.UsageError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
         raise cli.UsageError(f"--model names must differ, got {names}")
@@ -101,6 +106,7 @@ def main(argv=None):
     from tfprune.export.bert_report import encode_pairs, export_and_report
     from tfprune.export.interleaved import ort_interleaved
     from tfprune.export.runtime import FLUSH_DENORMALS
+    from tfprune.export.timing import ort_latency
     from tfprune.report import markdown_table, write_json
     from tfprune.tasks.glue import demo_pairs, load_glue
 
@@ -149,6 +155,14 @@ def main(argv=None):
         timings = ort_interleaved(files, inputs_path, sets, iterations, threads, baseline, [FLUSH_DENORMALS],
                                   os.path.join(out, "timing_spec.json"), profile)
         op_profiles = timings.pop("op_profile", {})
+        alone = {}
+        if args.alone_runs:
+            print("timing each file alone", file=sys.stderr)
+            feeds_path = os.path.join(out, "alone_inputs.npz")
+            np.savez(feeds_path, **{f"{key.split('/')[1]}_{batch}": value for key, value in arrays.items()
+                                    for batch in (1, 32) if key.startswith(f"len128_b{batch}/")})
+            alone = {name: ort_latency(path, feeds_path, args.alone_runs, threads) for name, path in files.items()}
+            os.remove(feeds_path)
         os.remove(inputs_path)
         os.remove(os.path.join(out, "timing_spec.json"))
         rows = []
@@ -160,15 +174,23 @@ def main(argv=None):
                         [f"{timings[s][candidate]['p50_ms']:.1f} ({timings[s][candidate]['speedup']:.2f}x)"
                          for s in sets])
         table = markdown_table(["model", "engine", f"dev {metric} %>", "file MB>"] + [f"{s} ms (speed-up)>" for s in sets], rows)
+        alone_table = markdown_table(["file", "batch 1 ms>", "speed-up>", "interleaved>", "batch 32 ms>", "speed-up>",
+                                      "interleaved>"], [
+            [candidate] + [item for batch, set_name in (("1", "batch1_len128"), ("32", "batch32_len128")) for item in (
+                f"{alone[candidate][batch]['p50']:.2f}", f"{alone[baseline][batch]['p50'] / alone[candidate][batch]['p50']:.2f}x",
+                f"{timings[set_name][candidate]['speedup']:.2f}x")] for candidate in alone])
         profile_table = markdown_table(["set", "file", "run ms>"] + [f"{kind} ms (share)>" for kind in KIND_COLUMNS], [
             [set_name, candidate, f"{profile['run_ms']:.2f}"] +
             [f"{ms:.2f} ({100 * ms / profile['run_ms']:.0f} %)" for ms in by_kind(profile).values()]
             for set_name, per_file in op_profiles.items() for candidate, profile in per_file.items()])
         results = {"task": task.name, "baseline": baseline, "threads": threads, "iterations": iterations, "files": files,
-                   "timings": timings, "op_profile": op_profiles, "exports": reports,
+                   "timings": timings, "alone": alone, "op_profile": op_profiles, "exports": reports,
                    "sets": {s: len(p) for s, p in sets.items()}}
         write_json(os.path.join(out, "latency.json"), results)
     print(table)
+    if alone:
+        print(f"\neach file alone at length 128 (its own process, ORT's default options; p50 of {args.alone_runs} runs "
+              f"at batch 1):\n{alone_table}")
     if op_profiles:
         print(f"\nwhere the time goes (ONNX Runtime's profiler, each file alone):\n{profile_table}")
     print(f"\nspeed-ups: median of per-round ratios against {baseline}; {threads} threads; results in "

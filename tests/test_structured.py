@@ -306,7 +306,7 @@ def test_latency_benchmark_times_and_profiles_a_model_and_its_compacted_self(fou
     out = tmp_path / "latency"
     result = run("benchmarks/bert_latency.py", "--model", f"dense={four_head_bert_dir}", "--model",
                  f"same={four_head_bert_dir}", "--data-dir", mrpc_dir, "--output-dir", str(out), "--iterations", "2",
-                 "--dev-examples", "2", "--profile-runs", "4", timeout=600)
+                 "--dev-examples", "2", "--profile-runs", "4", "--alone-runs", "3", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "latency.json") as handle:
         latency = json.load(handle)
@@ -324,5 +324,10 @@ def test_latency_benchmark_times_and_profiles_a_model_and_its_compacted_self(fou
         assert all(profile["ops"]["Softmax"]["nodes"] == 3 for profile in profiles.values())
         assert "DynamicQuantizeMatMul" in profiles["dense int8"]["ops"]
         assert "DynamicQuantizeMatMul" not in profiles["dense fp32"]["ops"]
+    # each file alone in its own process: 3 runs at batch 1, 10 at batch 32 (a fifth, at least 10)
+    assert sorted(latency["alone"]) == ["dense fp32", "dense int8", "same fp32", "same int8"]
+    assert all(entry["1"]["runs"] == 3 and entry["32"]["runs"] == 10 and entry["1"]["p50"] > 0
+               for entry in latency["alone"].values())
+    assert "each file alone at length 128" in result.stdout
     assert "where the time goes" in result.stdout and "between ops ms (share)" in result.stdout
     assert sorted(os.listdir(out)) == ["dense", "latency.json", "same"]
