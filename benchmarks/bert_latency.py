@@ -7,14 +7,14 @@ the honest one.
 
 Every model is exported first (tfprune.export's pipeline: parity with TensorFlow, zeros, ORT fusions where
 they hold parity, INT8); then all files are timed in one bare ONNX Runtime process on one shared, spinning
-thread pool, in turn within every iteration (`tfprune.export.interleaved`). Speed-ups are medians of per-iteration ratios against the first
-model's fp32 file (fused when fusion held parity).
+thread pool, in turn within every iteration (`tfprune.export.interleaved`). Speed-ups are medians of
+per-iteration ratios against the first model's fp32 file (fused when fusion held parity).
 
 Then each file runs alone in its own process with ONNX Runtime's default session options at length 128
 (`--alone-runs`), as a model deployed alone: the interleaved ratios are checked against these. Then each
 file runs alone under ONNX Runtime's profiler at length 128 (`--profile-runs`), and a last table says where
-its time goes: matrix products, the fused attention, layer norms, GELU, the rest. Removing FFN
-neurons shrinks only the FFN's products and GELU, so their share of the dense model bounds its speed-up.
+its time goes: matrix products, the fused attention, layer norms, GELU, the rest. Removing FFN neurons
+shrinks only the FFN's products and GELU, so their share of the dense model bounds its speed-up.
 
     python benchmarks/bert_latency.py --model dense=logs/mrpc/dense \\
         --model neurons-0.5=logs/mrpc/neurons-0.5/compact_model --output-dir logs/latency

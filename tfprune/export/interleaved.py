@@ -5,13 +5,14 @@ iteration: timed one after another, the same export measured 1.56x on a quiet ru
 another job.
 
 This file imports neither tfprune nor TensorFlow: `ort_interleaved` runs it as a script in a bare process
-that loads only ONNX Runtime, as deployed. All sessions share one global thread pool that spin-waits, as ORT's
-default pool does: each candidate runs on awake threads, as a model deployed alone does, and no idle session's
-threads take the cores from the one being timed. (Per-session pools that spin did: 41 ms per run of a dense
-MiniLM on 2 cores against 15 ms. Per-session pools that do not spin wake a sleeping thread for every
-parallel op, which costs small models most: the 3/4-neurons-half-heads INT8 MiniLM measured 3.3x dense fp32
-that way, 4.04x on the shared pool, 4.40x with each file alone in its own process.) Denormals are flushed to zero in the whole process before the pool
-starts, so its threads inherit it (a session's own setting reaches only the thread that calls it).
+that loads only ONNX Runtime, as deployed. All sessions share one global thread pool that spin-waits, as
+ORT's default pool does: each candidate runs on awake threads, as a model deployed alone does, and no idle
+session's threads take the cores from the one being timed. (Per-session pools that spin did: 41 ms per run
+of a dense MiniLM on 2 cores against 15 ms. Per-session pools that do not spin wake a sleeping thread for
+every parallel op, which costs small models most: the 3/4-neurons-half-heads INT8 MiniLM measured 3.33x
+dense fp32 that way, 4.04x on the shared pool, 4.40x with each file alone in its own process.) Denormals are
+flushed to zero in the whole process before the pool starts, so its threads inherit it (a session's own
+setting reaches only the thread that calls it).
 
 `op_profile` says where a model's time goes, per ONNX op type, from ONNX Runtime's own profiler (run after
 the timing, one model at a time): the share outside the matrix products bounds what removing neurons can buy.
