@@ -83,9 +83,10 @@ def flush_denormals_in_process() -> None:
     import ctypes.util
     import platform
 
-    if platform.machine() not in ("x86_64", "AMD64") or not ctypes.util.find_library("m"):
+    libm_path = ctypes.util.find_library("m")
+    if platform.machine() not in ("x86_64", "AMD64") or not libm_path:
         return
-    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm = ctypes.CDLL(libm_path)
     env = (ctypes.c_uint32 * 8)()  # fenv_t: the 28-byte x87 environment, then MXCSR
     if libm.fegetenv(env) == 0:
         env[7] |= 0x8040  # FTZ (bit 15) and DAZ (bit 6)
